@@ -1,0 +1,394 @@
+//! The `cascade` commands that talk to a running supervisor (status,
+//! capacity, restarts, down), the detached start, and the `kinesis` data-plane
+//! poke, which talks straight to a front-end like `aws kinesis` does.
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cascade_proto::kinesis as pb;
+use cascade_proto::kinesis::kinesis_client::KinesisClient;
+use cascade_proto::supervisor as sv;
+use cascade_proto::supervisor::supervisor_client::SupervisorClient;
+use clap::ValueEnum as _;
+use tonic::transport::Channel;
+
+use crate::home;
+use crate::status::Status;
+use crate::supervisor::UpArgs;
+
+/// Bad input found after flag parsing (exit code 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
+    let sup = home::require()?;
+    let ch = cascade_core::clients::connect(&sup.control_addr)
+        .await
+        .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
+    Ok(SupervisorClient::new(ch))
+}
+
+fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    if s.code() == tonic::Code::InvalidArgument {
+        return UsageError(format!("{what}: {}", s.message())).into();
+    }
+    anyhow::anyhow!("{what}: {:?}: {}", s.code(), s.message())
+}
+
+/// Fetches the status document.
+pub async fn fetch_status() -> anyhow::Result<Status> {
+    let json = supervisor()
+        .await?
+        .status(sv::StatusRequest {})
+        .await
+        .map_err(|s| rpc_error("status", s))?
+        .into_inner()
+        .json;
+    serde_json::from_str(&json).context("parse the supervisor's status")
+}
+
+/// `cascade status [--json]`.
+pub async fn status(json: bool) -> anyhow::Result<()> {
+    let st = fetch_status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", st.render());
+    }
+    Ok(())
+}
+
+/// `cascade add-capacity N`.
+pub async fn add_capacity(count: u32) -> anyhow::Result<()> {
+    println!("adding {count} front-ends ...");
+    let r = supervisor()
+        .await?
+        .add_capacity(sv::CapacityRequest { count })
+        .await
+        .map_err(|s| rpc_error("add-capacity", s))?
+        .into_inner();
+    println!("added {} (fleet is now {} front-ends)", r.instances.join(", "), r.fleet_size);
+    Ok(())
+}
+
+/// `cascade remove-capacity N`.
+pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
+    println!("removing {count} front-ends ...");
+    let r = supervisor()
+        .await?
+        .remove_capacity(sv::CapacityRequest { count })
+        .await
+        .map_err(|s| rpc_error("remove-capacity", s))?
+        .into_inner();
+    println!("removed {} (fleet is now {} front-ends)", r.instances.join(", "), r.fleet_size);
+    Ok(())
+}
+
+/// `cascade restart-frontends`.
+pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
+    let mut stream = supervisor()
+        .await?
+        .restart_frontends(sv::RestartRequest {
+            batch,
+            interval_ms: interval.as_millis() as u64,
+        })
+        .await
+        .map_err(|s| rpc_error("restart-frontends", s))?
+        .into_inner();
+    while let Some(p) = stream.message().await.map_err(|s| rpc_error("restart-frontends", s))? {
+        println!("restarted {} ({}/{})", p.restarted.join(", "), p.done, p.total);
+    }
+    Ok(())
+}
+
+/// `cascade down`: asks the supervisor to stop and waits until it has.
+pub async fn down() -> anyhow::Result<()> {
+    let Some(sup) = home::read(&home::home())? else {
+        println!("nothing is running (no supervisor in {})", home::home().display());
+        return Ok(());
+    };
+    let mut client = supervisor().await?;
+    client
+        .shutdown(sv::ShutdownRequest {})
+        .await
+        .map_err(|s| rpc_error("down", s))?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while home::pid_alive(sup.pid) {
+        if Instant::now() > until {
+            bail!("the supervisor (pid {}) has not exited after 60 s", sup.pid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("stopped; logs kept in {}", sup.run_dir.display());
+    Ok(())
+}
+
+/// `cascade up --detach`: starts the supervisor in its own session and waits
+/// until it reports the fleet up (or failed).
+pub fn detach(args: &UpArgs) -> ExitCode {
+    if let Err(e) = crate::supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers) {
+        eprintln!("cascade up: {e:#}");
+        return ExitCode::from(64);
+    }
+    match detach_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cascade up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
+    let home_dir = home::home();
+    if let Some(sup) = home::read(&home_dir)? {
+        bail!(
+            "a fleet is already running (supervisor pid {}); stop it with `cascade down` first",
+            sup.pid
+        );
+    }
+    std::fs::create_dir_all(&home_dir)?;
+    let log_path = home_dir.join("supervisor.log");
+    let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|p| p.get_name().to_owned()).unwrap_or_default();
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("up")
+        .args(["--frontends", &args.frontends.to_string()])
+        .args(["--thread-limit", &args.thread_limit.to_string()])
+        .args(["--time-scale", &args.time_scale.to_string()])
+        .args(["--seed", &args.seed.to_string()])
+        .args(["--workers", &args.workers.to_string()])
+        .args(["--enforcement", &name(args.enforcement.to_possible_value())])
+        .args(["--bootstrap", &name(args.bootstrap.to_possible_value())])
+        .args(["--learning-jitter", &args.learning_jitter.to_string()])
+        .arg("--daemon")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start the supervisor")?;
+    let pid = child.id();
+    println!("cascade: supervisor pid {pid} starting (log: {})", log_path.display());
+    let until = Instant::now() + Duration::from_secs(60) + Duration::from_millis(200 * u64::from(args.frontends));
+    let mut last_line = String::new();
+    loop {
+        if let Some(sup) = home::read(&home_dir)?
+            && sup.pid == pid
+        {
+            println!("{}", crate::launcher::log_tail(&log_path, 3));
+            println!("cascade: fleet up (run {}); `cascade status`, `cascade down`", sup.run_dir.display());
+            return Ok(());
+        }
+        if let Some(code) = child.try_wait()? {
+            bail!(
+                "the supervisor exited ({code}) before the fleet was up:\n{}",
+                crate::launcher::log_tail(&log_path, 20)
+            );
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            bail!(
+                "the fleet was not up after {:?}; supervisor killed. Last log lines:\n{}",
+                until.elapsed(),
+                crate::launcher::log_tail(&log_path, 20)
+            );
+        }
+        let line = crate::launcher::log_tail(&log_path, 1);
+        if line != last_line && line.starts_with("cascade:") {
+            println!("{line}");
+            last_line = line;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Which front-end to talk to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// Front-end to call: host:port or an instance name (kinesis-frontend-3).
+    /// Default: the first front-end of the running fleet.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Deadline of the call.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `cascade kinesis ...`, flags as `aws kinesis`.
+#[derive(Debug, clap::Subcommand)]
+pub enum KinesisCmd {
+    /// Create a stream with K shards.
+    CreateStream {
+        /// Stream name.
+        #[arg(long)]
+        stream_name: String,
+        /// Number of shards.
+        #[arg(long, default_value_t = 1)]
+        shard_count: u32,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Put one record (the data is sent as the given UTF-8 bytes).
+    PutRecord {
+        /// Stream name.
+        #[arg(long)]
+        stream_name: String,
+        /// Partition key (its MD5 picks the shard).
+        #[arg(long)]
+        partition_key: String,
+        /// Record payload.
+        #[arg(long)]
+        data: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// Read a shard from TRIM_HORIZON.
+    GetRecords {
+        /// Stream name.
+        #[arg(long)]
+        stream_name: String,
+        /// Shard id, e.g. shardId-000000000000.
+        #[arg(long)]
+        shard_id: String,
+        /// Most records to return.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+    /// List a stream's shards and their owners.
+    ListShards {
+        /// Stream name.
+        #[arg(long)]
+        stream_name: String,
+        #[command(flatten)]
+        endpoint: EndpointArgs,
+    },
+}
+
+async fn kinesis_client(e: &EndpointArgs) -> anyhow::Result<KinesisClient<Channel>> {
+    let addr = match &e.endpoint {
+        Some(a) if a.contains(':') => a.clone(),
+        Some(name) => {
+            let st = fetch_status().await?;
+            st.frontends
+                .iter()
+                .find(|f| &f.name == name || &f.id == name)
+                .map(|f| f.addr.clone())
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--endpoint {name}: no such front-end; running: {}",
+                        st.frontends.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?
+        }
+        None => {
+            let st = fetch_status().await?;
+            st.frontends
+                .first()
+                .map(|f| f.addr.clone())
+                .context("the fleet has no front-ends")?
+        }
+    };
+    let ch = cascade_core::clients::endpoint(&addr)
+        .map_err(|err| UsageError(format!("--endpoint {addr}: {err}")))?
+        .timeout(e.timeout)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to front-end {addr}"))?;
+    Ok(KinesisClient::new(ch))
+}
+
+/// Runs one `cascade kinesis` command and prints the answer as JSON.
+pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
+    let out = match cmd {
+        KinesisCmd::CreateStream { stream_name, shard_count, endpoint } => {
+            let r = kinesis_client(&endpoint)
+                .await?
+                .create_stream(pb::CreateStreamRequest { stream_name, shard_count })
+                .await
+                .map_err(|s| rpc_error("create-stream", s))?
+                .into_inner();
+            serde_json::json!({"StreamName": r.stream_name, "ShardCount": r.shards.len()})
+        }
+        KinesisCmd::PutRecord { stream_name, partition_key, data, endpoint } => {
+            let r = kinesis_client(&endpoint)
+                .await?
+                .put_record(pb::PutRecordRequest {
+                    stream_name,
+                    partition_key,
+                    data: data.into_bytes(),
+                    explicit_hash_key: String::new(),
+                })
+                .await
+                .map_err(|s| rpc_error("put-record", s))?
+                .into_inner();
+            serde_json::json!({"ShardId": r.shard_id, "SequenceNumber": r.sequence_number})
+        }
+        KinesisCmd::GetRecords { stream_name, shard_id, limit, endpoint } => {
+            let mut c = kinesis_client(&endpoint).await?;
+            let it = c
+                .get_shard_iterator(pb::GetShardIteratorRequest {
+                    stream_name,
+                    shard_id,
+                    shard_iterator_type: pb::ShardIteratorType::TrimHorizon as i32,
+                    starting_sequence_number: String::new(),
+                })
+                .await
+                .map_err(|s| rpc_error("get-records", s))?
+                .into_inner()
+                .shard_iterator;
+            let r = c
+                .get_records(pb::GetRecordsRequest { shard_iterator: it, limit })
+                .await
+                .map_err(|s| rpc_error("get-records", s))?
+                .into_inner();
+            let records: Vec<_> = r
+                .records
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "SequenceNumber": x.sequence_number,
+                        "PartitionKey": x.partition_key,
+                        "Data": String::from_utf8_lossy(&x.data),
+                        "ApproximateArrivalTimestamp": x.approximate_arrival_ms,
+                    })
+                })
+                .collect();
+            serde_json::json!({"Records": records, "NextShardIterator": r.next_shard_iterator, "MillisBehindLatest": r.millis_behind_latest})
+        }
+        KinesisCmd::ListShards { stream_name, endpoint } => {
+            let r = kinesis_client(&endpoint)
+                .await?
+                .list_shards(pb::ListShardsRequest { stream_name })
+                .await
+                .map_err(|s| rpc_error("list-shards", s))?
+                .into_inner();
+            let shards: Vec<_> = r
+                .shards
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "ShardId": s.shard_id,
+                        "HashKeyRange": {"StartingHashKey": s.starting_hash_key, "EndingHashKey": s.ending_hash_key},
+                        "Owner": s.owner,
+                    })
+                })
+                .collect();
+            serde_json::json!({"Shards": shards})
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Where a running supervisor is found: `$CASCADE_HOME/supervisor.json`
+//! (default `./.cascade`), written once the fleet is up and removed on exit.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// The file other `cascade` commands read to find the supervisor.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SupervisorFile {
+    /// The supervisor's pid.
+    pub pid: u32,
+    /// Its control port (gRPC `Supervisor` service).
+    pub control_addr: String,
+    /// This run's directory (logs, state).
+    pub run_dir: PathBuf,
+}
+
+/// The directory holding `supervisor.json` and `runs/`.
+pub fn home() -> PathBuf {
+    std::env::var_os("CASCADE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".cascade"))
+}
+
+fn file(home: &Path) -> PathBuf {
+    home.join("supervisor.json")
+}
+
+/// Whether a process with this pid exists.
+pub fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// Reads `supervisor.json`; `Ok(None)` when nothing runs (or it is stale).
+pub fn read(home: &Path) -> anyhow::Result<Option<SupervisorFile>> {
+    let path = file(home);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let sup: SupervisorFile =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    if pid_alive(sup.pid) {
+        Ok(Some(sup))
+    } else {
+        let _ = std::fs::remove_file(&path);
+        Ok(None)
+    }
+}
+
+/// Writes `supervisor.json` atomically.
+pub fn write(home: &Path, sup: &SupervisorFile) -> anyhow::Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("mkdir {}", home.display()))?;
+    let tmp = home.join(format!("supervisor.json.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(sup)?)?;
+    std::fs::rename(&tmp, file(home))?;
+    Ok(())
+}
+
+/// Removes `supervisor.json` if it is ours.
+pub fn remove(home: &Path, pid: u32) {
+    if let Ok(Some(sup)) = read(home)
+        && sup.pid == pid
+    {
+        let _ = std::fs::remove_file(file(home));
+    }
+}
+
+/// The supervisor, or a clear error saying how to start one.
+pub fn require() -> anyhow::Result<SupervisorFile> {
+    let home = home();
+    read(&home)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no running fleet found in {} (start one with `cascade up --detach`, or set CASCADE_HOME)",
+            home.display()
+        )
+    })
+}

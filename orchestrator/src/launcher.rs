@@ -1,0 +1,262 @@
+//! Starting and stopping one service process, the way a careful launcher does:
+//! the socket is bound here and inherited (so ports never collide), output goes
+//! to one log file per process, the environment is cleared down to an
+//! allowlist, the child joins its thread-limit cgroup (or drops to its limited
+//! uid) before `exec`, dies with the supervisor (`PR_SET_PDEATHSIG`), and
+//! readiness is `grpc.health.v1` polled against a deadline.
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cascade_core::threadlimit::{self, InstanceCgroup};
+
+/// How long a child gets to answer SERVING after it is started.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a child gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Environment variables a child may inherit; everything else is cleared.
+const ENV_ALLOWLIST: &[&str] = &["PATH", "RUST_LOG", "RUST_BACKTRACE", "LANG", "TZ"];
+
+/// How one child's thread limit is enforced by the kernel.
+#[derive(Debug, Clone)]
+pub enum ChildLimit {
+    /// No limit.
+    None,
+    /// The child joins this cgroup before exec.
+    Cgroup(InstanceCgroup),
+    /// The child sets `RLIMIT_NPROC` and drops to this unprivileged uid.
+    Rlimit {
+        /// The instance's own uid.
+        uid: u32,
+        /// Tasks allowed to that uid.
+        limit: u64,
+    },
+    /// The child runs in `systemd-run --user --scope -p TasksMax=limit`.
+    Systemd {
+        /// Tasks allowed in the scope.
+        limit: u64,
+    },
+}
+
+/// What to start.
+#[derive(Debug)]
+pub struct ChildSpec {
+    /// Instance name (log file and status name).
+    pub name: String,
+    /// Binary to run.
+    pub program: PathBuf,
+    /// Arguments (without `--listen-fd`, which is added).
+    pub args: Vec<String>,
+    /// Kernel thread limit.
+    pub limit: ChildLimit,
+}
+
+/// A running child process.
+#[derive(Debug)]
+pub struct RunningChild {
+    /// The OS process.
+    pub child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl RunningChild {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it still runs (reaping it if it exited).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps.
+    pub async fn stop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(pid = self.pid(), "did not exit after SIGTERM; sending SIGKILL");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL and reap, for a failed start.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Binds a fresh loopback listener for a child (port chosen by the kernel).
+pub fn bind_loopback() -> anyhow::Result<TcpListener> {
+    TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")
+}
+
+/// Starts `spec` serving on `listener` (inherited as fd 3), logging to `log_dir`.
+pub fn spawn(spec: &ChildSpec, listener: &TcpListener, log_dir: &Path) -> anyhow::Result<RunningChild> {
+    std::fs::create_dir_all(log_dir).with_context(|| format!("mkdir {}", log_dir.display()))?;
+    let log = log_dir.join(format!("{}.log", spec.name));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("open {}", log.display()))?;
+    let err = out.try_clone()?;
+
+    let mut cmd = match &spec.limit {
+        ChildLimit::Systemd { limit } => {
+            let mut c = Command::new("systemd-run");
+            c.args(["--user", "--scope", "--quiet", "-p"])
+                .arg(format!("TasksMax={limit}"))
+                .arg("--")
+                .arg(&spec.program);
+            c
+        }
+        _ => Command::new(&spec.program),
+    };
+    cmd.args(&spec.args)
+        .arg("--listen-fd")
+        .arg("3")
+        .env_clear()
+        .envs(ENV_ALLOWLIST.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+
+    let procs: Option<File> = match &spec.limit {
+        ChildLimit::Cgroup(cg) => Some(cg.open_procs()?),
+        _ => None,
+    };
+    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+    let rlimit = match &spec.limit {
+        ChildLimit::Rlimit { uid, limit } => Some((*uid, *limit)),
+        _ => None,
+    };
+    let listen_fd = listener.as_raw_fd();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe syscalls (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Own process group: a terminal Ctrl-C reaches the supervisor only,
+            // which then stops children in order.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Die with the supervisor, even if it is SIGKILLed.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("supervisor exited during spawn"));
+            }
+            if let Some(fd) = procs_fd {
+                threadlimit::join_cgroup_in_child(fd)?;
+            }
+            let rc = if listen_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(listen_fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, limit)) = rlimit {
+                threadlimit::drop_to_limited_uid_in_child(uid, limit)?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("start {} ({})", spec.name, spec.program.display()))?;
+    drop(procs);
+    Ok(RunningChild { child, log })
+}
+
+/// Polls `grpc.health.v1` at `addr` until SERVING; on timeout or early exit
+/// the child is killed and the error carries the tail of its log.
+pub async fn wait_ready(name: &str, addr: &str, child: &mut RunningChild, deadline: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + deadline;
+    loop {
+        if !child.alive() {
+            bail!(
+                "{name} exited during start-up ({}); last log lines:\n{}",
+                child.child.try_wait().ok().flatten().map_or("?".into(), |s| s.to_string()),
+                log_tail(&child.log, 15)
+            );
+        }
+        if cascade_core::clients::is_serving(addr).await {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            child.kill();
+            bail!(
+                "{name} was not SERVING at {addr} within {deadline:?}; killed it. Last log lines:\n{}",
+                log_tail(&child.log, 15)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The directory holding the service binaries: `$CASCADE_BIN_DIR`, else the
+/// directory of the running `cascade` binary.
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("CASCADE_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("locate the cascade binary")?;
+    Ok(exe
+        .parent()
+        .context("the cascade binary has no parent directory")?
+        .to_path_buf())
+}
+
+/// The path of service binary `name`, checked to exist.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir()?.join(name);
+    if !p.is_file() {
+        bail!(
+            "service binary {} not found; build the workspace first (`cargo build --release`) or set CASCADE_BIN_DIR",
+            p.display()
+        );
+    }
+    Ok(p)
+}

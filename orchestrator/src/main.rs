@@ -1,0 +1,128 @@
+//! `cascade`: brings the Kinesis outage testbed up, pokes it, and takes it down.
+//! Thin: parse flags, then hand over to the supervisor or a client command.
+
+mod client;
+mod home;
+mod launcher;
+mod limits;
+mod status;
+mod supervisor;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad input (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+/// A live reproduction of the 2020-11-25 Kinesis outage: a front-end fleet
+/// with one OS thread per peer, under a kernel-enforced thread limit.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format of the supervisor's own logs (stderr).
+    #[arg(long, global = true, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: cascade_core::telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the back end and a front-end fleet (foreground live view unless --detach).
+    Up(supervisor::UpArgs),
+    /// Show the fleet: threads per front-end against the limit, shard-map states.
+    Status {
+        /// Print the status document as JSON (stable contract, see design.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add N front-ends to the fleet (existing members learn of them after the learning delay).
+    AddCapacity {
+        /// Front-ends to add.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=512))]
+        count: u32,
+    },
+    /// Remove the N newest front-ends.
+    RemoveCapacity {
+        /// Front-ends to remove.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=512))]
+        count: u32,
+    },
+    /// Restart every front-end, K at a time, waiting D between batches.
+    RestartFrontends {
+        /// Front-ends restarted together.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512))]
+        batch: u32,
+        /// Wall time between batches, e.g. 2s or 500ms.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+    /// Poke the data plane like `aws kinesis`.
+    #[command(subcommand)]
+    Kinesis(client::KinesisCmd),
+    /// Stop every process of the running fleet and remove what it created.
+    Down,
+    /// Internal: wait for the supervisor to exit, then remove its cgroups.
+    #[command(name = "__reap", hide = true)]
+    Reap {
+        /// The run's cgroup directory.
+        cgroup: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cascade_core::telemetry::init(cli.log_format);
+    if let Command::Reap { cgroup } = cli.command {
+        return report(limits::run_reaper(cgroup));
+    }
+    if let Command::Up(args) = &cli.command
+        && args.detach
+        && !args.daemon
+    {
+        return client::detach(args);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(Err(e.into())),
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => {
+                if let Err(e) = supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers) {
+                    eprintln!("cascade up: {e:#}");
+                    return ExitCode::from(EX_USAGE);
+                }
+                let shutdown = cascade_core::shutdown::shutdown_signal();
+                report(supervisor::run(args, shutdown).await)
+            }
+            Command::Status { json } => report(client::status(json).await),
+            Command::AddCapacity { count } => report(client::add_capacity(count).await),
+            Command::RemoveCapacity { count } => report(client::remove_capacity(count).await),
+            Command::RestartFrontends { batch, interval } => report(client::restart(batch, interval).await),
+            Command::Kinesis(cmd) => report(client::kinesis(cmd).await),
+            Command::Down => report(client::down().await),
+            Command::Reap { .. } => ExitCode::SUCCESS,
+        }
+    })
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(client::UsageError(msg)) = e.downcast_ref::<client::UsageError>() {
+                eprintln!("cascade: {msg}");
+                return ExitCode::from(EX_USAGE);
+            }
+            eprintln!("cascade: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

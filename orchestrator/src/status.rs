@@ -1,0 +1,123 @@
+//! The `cascade status --json` document (design.md's contract; additive
+//! changes only) and its human-readable rendering.
+
+use serde::{Deserialize, Serialize};
+
+/// The whole status document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// "local" or "docker".
+    pub mode: String,
+    /// The per-front-end thread limit and how it is enforced.
+    pub thread_limit: ThreadLimit,
+    /// One entry per front-end process.
+    pub frontends: Vec<FrontendEntry>,
+    /// One entry per service (the back end, and the Kinesis fleet as a whole).
+    pub services: Vec<ServiceEntry>,
+    /// Where logs and state of this run live.
+    pub run_dir: String,
+    /// Incident seconds per wall second.
+    pub time_scale: f64,
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+}
+
+/// Limit and enforcement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreadLimit {
+    /// Tasks per front-end; null when there is no limit.
+    pub limit: Option<u64>,
+    /// cgroup-v2 | cgroup-v1 | rlimit-nproc | systemd | docker | none
+    pub enforcement: String,
+}
+
+/// One front-end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FrontendEntry {
+    /// Instance name, e.g. `kinesis-frontend-3`.
+    pub name: String,
+    /// OS pid.
+    pub pid: u32,
+    /// Threads of the process now.
+    pub threads: u32,
+    /// Fixed non-peer threads.
+    pub base_threads: u32,
+    /// The kernel limit the process reads for itself (null if none).
+    pub thread_limit: Option<u64>,
+    /// Learned peers.
+    pub peers_known: u32,
+    /// Peers in membership.
+    pub peers_total: u32,
+    /// ready | building | unusable | down
+    pub shard_map: String,
+    /// Peer threads the kernel refused.
+    pub spawn_failures: u64,
+    /// The errno text of the last refused spawn.
+    pub last_spawn_error: String,
+    /// Address clients and peers use.
+    pub addr: String,
+    /// Membership id (peer threads elsewhere are named `peer-<id>`).
+    pub id: String,
+    /// Peer threads running now.
+    pub peer_threads: u32,
+    /// Why the map is unusable, or why the process is unreachable.
+    pub detail: String,
+    /// The cgroup's `pids.events` max count: forks the kernel refused (cgroups only).
+    pub cgroup_pids_events_max: Option<u64>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    /// Service name.
+    pub name: String,
+    /// OS pid (0 for a fleet).
+    pub pid: u32,
+    /// serving | degraded | down
+    pub health: String,
+    /// Why.
+    pub detail: String,
+}
+
+impl Status {
+    /// A terminal table.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let limit = self
+            .thread_limit
+            .limit
+            .map_or("none".to_owned(), |l| l.to_string());
+        let _ = writeln!(
+            s,
+            "fleet: {} front-ends   thread limit: {limit} per front-end (enforced by {})   time scale: {}x   run: {}",
+            self.frontends.len(),
+            self.thread_limit.enforcement,
+            self.time_scale,
+            self.run_dir
+        );
+        let _ = writeln!(
+            s,
+            "{:<22} {:>7} {:>13} {:>11} {:<9} {:>6}  {}",
+            "FRONT-END", "PID", "THREADS/LIMIT", "PEERS", "SHARD-MAP", "REFUSED", "DETAIL"
+        );
+        for f in &self.frontends {
+            let lim = f.thread_limit.map_or("-".to_owned(), |l| l.to_string());
+            let _ = writeln!(
+                s,
+                "{:<22} {:>7} {:>13} {:>11} {:<9} {:>6}  {}",
+                f.name,
+                f.pid,
+                format!("{}/{}", f.threads, lim),
+                format!("{}/{}", f.peers_known, f.peers_total),
+                f.shard_map,
+                f.spawn_failures,
+                f.detail
+            );
+        }
+        for svc in &self.services {
+            let _ = writeln!(s, "service {:<18} {:<9} {}", svc.name, svc.health, svc.detail);
+        }
+        s
+    }
+}

@@ -1,0 +1,24 @@
+//! Shared library for every Cascade service: server bootstrap (health,
+//! reflection, Control), one error mapping, telemetry, shutdown, the fixed
+//! thread budget of a process, kernel thread-limit enforcement, and the
+//! Kinesis key-space helpers both Kinesis tiers agree on.
+
+pub mod clients;
+pub mod error;
+pub mod keyspace;
+pub mod listen;
+pub mod runtime;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
+pub mod threadlimit;
+
+pub use error::ServiceError;
+
+/// Milliseconds since the Unix epoch, for wire timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

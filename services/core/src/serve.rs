@@ -1,0 +1,106 @@
+//! Server bootstrap shared by every service: `grpc.health.v1`, gRPC
+//! reflection and the `Control` service are always served next to the
+//! service's own APIs, and shutdown drains under a bounded grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cascade_proto::control::control_server::{Control, ControlServer};
+use cascade_proto::control::{GetStatusRequest, ProcessStatus};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::{Request, Response, Status};
+pub use tonic_health::server::HealthReporter;
+
+/// How long in-flight calls get to finish after shutdown starts.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// What a process reports through `Control.GetStatus`.
+pub trait StatusSource: Send + Sync + 'static {
+    /// A snapshot of this process's status.
+    fn status(&self) -> ProcessStatus;
+}
+
+/// The plain status of a process with nothing particular to report.
+#[derive(Debug)]
+pub struct BasicStatus {
+    /// Instance name, e.g. `kinesis-backend`.
+    pub name: String,
+}
+
+impl StatusSource for BasicStatus {
+    fn status(&self) -> ProcessStatus {
+        ProcessStatus {
+            name: self.name.clone(),
+            pid: std::process::id(),
+            threads: crate::runtime::count_threads(),
+            frontend: None,
+        }
+    }
+}
+
+struct ControlService {
+    status: Arc<dyn StatusSource>,
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn get_status(
+        &self,
+        _req: Request<GetStatusRequest>,
+    ) -> Result<Response<ProcessStatus>, Status> {
+        Ok(Response::new(self.status.status()))
+    }
+}
+
+/// Routes every service serves (health, reflection, Control), plus the
+/// reporter the service uses to flip its health to SERVING once its
+/// dependencies answered.
+pub fn base_routes(status: Arc<dyn StatusSource>) -> anyhow::Result<(Routes, HealthReporter)> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cascade_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = Routes::new(health)
+        .add_service(reflection)
+        .add_service(ControlServer::new(ControlService { status }));
+    Ok((routes, reporter))
+}
+
+/// Marks the whole server (service name "") SERVING or NOT_SERVING.
+pub async fn set_serving(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+}
+
+/// Serves `routes` on `listener` until `shutdown` is cancelled, then drains
+/// for at most [`DRAIN_GRACE`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving gRPC");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let token = shutdown.clone();
+    let mut server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::debug_span!("grpc", path = %req.uri().path()))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned()),
+    );
+    tokio::select! {
+        r = &mut server => { r??; }
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_GRACE).await } => {
+            tracing::warn!(grace = ?DRAIN_GRACE, "drain grace expired; closing open calls");
+            server.abort();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! A Kinesis front-end server: the client-facing Kinesis API, routed through
+//! its `ShardMap`. Each front-end registers with membership, reads the
+//! metadata store, and holds one OS thread per peer front-end reading that
+//! peer's message stream: the mechanism that exhausted the kernel's thread
+//! limit on 2020-11-25 once existing servers learned of new capacity.
+
+pub mod api;
+pub mod shardmap;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cascade_core::clients;
+use cascade_core::serve::{self, StatusSource};
+use cascade_proto::control::{FrontendStatus, ProcessStatus};
+use cascade_proto::frontend::peer_client::PeerClient;
+use cascade_proto::frontend::peer_server::{Peer, PeerServer};
+use cascade_proto::frontend::{PeerMessage, ShardOwnership, SubscribeRequest};
+use cascade_proto::kinesis as pb;
+use cascade_proto::kinesis::kinesis_client::KinesisClient;
+use cascade_proto::kinesis::kinesis_server::KinesisServer;
+use cascade_proto::kinesis::membership_client::MembershipClient;
+use cascade_proto::kinesis::metadata_client::MetadataClient;
+use rand::{Rng as _, SeedableRng as _};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::shardmap::{PeerBody, PeerStats, ShardMap};
+
+/// Where a booting front-end gets shard ownership from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bootstrap {
+    /// From its neighbours' message streams (the 2020 behaviour).
+    Peers,
+    /// From the authoritative metadata store (AWS's remediation).
+    MetadataStore,
+}
+
+/// Front-end settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FrontendConfig {
+    /// Member id in the fleet; the peer threads of other front-ends are named `peer-<id>`.
+    #[arg(long, env = "CASCADE_ID")]
+    pub id: String,
+    /// Address of the back end (membership, metadata store, shards).
+    #[arg(long, env = "CASCADE_BACKEND")]
+    pub backend: String,
+    /// Address peers and clients use to reach this front-end. Defaults to the bound address.
+    #[arg(long, env = "CASCADE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Membership domain ("" is the main fleet; cells and partitioned fleets use their own).
+    #[arg(long, env = "CASCADE_FLEET", default_value = "")]
+    pub fleet: String,
+    /// Incident seconds per wall second. The learning delay is one incident hour.
+    #[arg(long, env = "CASCADE_TIME_SCALE", default_value_t = 360.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+    /// Fraction of the learning delay removed at random per front-end: each
+    /// front-end learns new members after (1 - jitter * u) incident hours, u in [0, 1).
+    #[arg(long, env = "CASCADE_LEARNING_JITTER", default_value_t = 0.5, value_parser = parse_fraction)]
+    pub learning_jitter: f64,
+    /// Seed for this front-end's jitter (mixed with its id); logged at start.
+    #[arg(long, env = "CASCADE_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Where a booting front-end reads shard ownership from.
+    #[arg(long, env = "CASCADE_BOOTSTRAP", value_enum, default_value_t = Bootstrap::Peers)]
+    pub bootstrap: Bootstrap,
+    /// How often this front-end sends a message to each subscribed peer (wall time).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub gossip_interval: Duration,
+    /// How often membership is polled (wall time).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub membership_poll: Duration,
+    /// How often this front-end heartbeats to membership (wall time).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Stack reserved per peer thread, in KiB (virtual; only touched pages cost memory).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=8192))]
+    pub peer_stack_kib: u32,
+    /// Deadline of each call to the back end.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub backend_timeout: Duration,
+}
+
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be a positive number of incident seconds per wall second"))
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{s} must be between 0 and 1"))
+    }
+}
+
+impl FrontendConfig {
+    /// This front-end's learning delay: one incident hour, minus its jitter.
+    pub fn learning_delay(&self) -> Duration {
+        let mut h = DefaultHasher::new();
+        (self.seed, &self.id).hash(&mut h);
+        let u: f64 = rand::rngs::SmallRng::seed_from_u64(h.finish()).random();
+        Duration::from_secs_f64(3600.0 / self.time_scale * (1.0 - self.learning_jitter * u))
+    }
+}
+
+/// A running front-end's shared state.
+pub struct Frontend {
+    config: FrontendConfig,
+    addr: String,
+    base_threads: u32,
+    learning_delay: Duration,
+    incarnation: AtomicU64,
+    map: Mutex<ShardMap>,
+    backend: Channel,
+    owners: Mutex<HashMap<String, KinesisClient<Channel>>>,
+    peer_body: PeerBody,
+}
+
+impl Frontend {
+    fn map(&self) -> MutexGuard<'_, ShardMap> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A client for the back end that owns a shard.
+    fn owner_client(&self, owner: &str) -> Result<KinesisClient<Channel>, cascade_core::ServiceError> {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = owners.get(owner) {
+            return Ok(c.clone());
+        }
+        let ch = clients::lazy_channel(owner, self.config.backend_timeout)
+            .map_err(|e| cascade_core::ServiceError::Internal(format!("bad owner address {owner:?}: {e}")))?;
+        let c = KinesisClient::new(ch);
+        owners.insert(owner.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Re-reads the metadata store into the map.
+    async fn refresh_metadata(&self) -> Result<(), tonic::Status> {
+        let resp = MetadataClient::new(self.backend.clone())
+            .describe_streams(pb::DescribeStreamsRequest {})
+            .await?
+            .into_inner();
+        let mut map = self.map();
+        if resp.version != map.metadata_version || map.streams.is_empty() {
+            map.apply_metadata(resp);
+        }
+        Ok(())
+    }
+
+    async fn register(&self) -> Result<(), tonic::Status> {
+        let resp = MembershipClient::new(self.backend.clone())
+            .register(pb::RegisterRequest {
+                id: self.config.id.clone(),
+                addr: self.addr.clone(),
+                fleet: self.config.fleet.clone(),
+            })
+            .await?
+            .into_inner();
+        self.incarnation.store(resp.incarnation, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Polls membership and (re)constructs the map when members are learned.
+    async fn poll_membership(&self) -> Result<(), tonic::Status> {
+        let members = MembershipClient::new(self.backend.clone())
+            .list_members(pb::ListMembersRequest {
+                fleet: self.config.fleet.clone(),
+            })
+            .await?
+            .into_inner()
+            .members;
+        let mut map = self.map();
+        let learned = map.apply_membership(&self.config.id, &members, Instant::now(), self.learning_delay);
+        if learned {
+            map.construct(self.config.peer_stack_kib as usize * 1024, &self.peer_body);
+        }
+        Ok(())
+    }
+
+    fn peer_message(&self, seq: u64) -> PeerMessage {
+        let map = self.map();
+        PeerMessage {
+            from: self.config.id.clone(),
+            incarnation: self.incarnation.load(Ordering::Relaxed),
+            seq,
+            metadata_version: map.metadata_version,
+            ownership: map
+                .streams
+                .iter()
+                .flat_map(|(stream, routes)| {
+                    routes.iter().map(move |r| ShardOwnership {
+                        stream_name: stream.clone(),
+                        shard_id: r.shard_id.clone(),
+                        owner: r.owner.clone(),
+                    })
+                })
+                .collect(),
+            sent_at_ms: cascade_core::now_ms(),
+        }
+    }
+}
+
+impl StatusSource for Frontend {
+    fn status(&self) -> ProcessStatus {
+        let map = self.map();
+        let detail = match &map.state {
+            shardmap::MapState::Unusable(cause) => cause.clone(),
+            _ => String::new(),
+        };
+        ProcessStatus {
+            name: self.config.id.clone(),
+            pid: std::process::id(),
+            threads: cascade_core::runtime::count_threads(),
+            frontend: Some(FrontendStatus {
+                base_threads: self.base_threads,
+                thread_limit: cascade_core::threadlimit::own_limit().unwrap_or(0),
+                peers_known: map.peers_known(),
+                peers_total: map.members_total,
+                shard_map: map.state.as_str().to_owned(),
+                spawn_failures: map.spawn_failures,
+                last_spawn_error: map.last_spawn_error.clone(),
+                peer_threads: map.peer_threads(),
+                shard_map_detail: detail,
+                rebuilds: map.rebuilds,
+                bootstrap: match self.config.bootstrap {
+                    Bootstrap::Peers => "peers",
+                    Bootstrap::MetadataStore => "metadata-store",
+                }
+                .to_owned(),
+            }),
+        }
+    }
+}
+
+/// Serves this front-end's messages to a subscribed peer.
+struct PeerService {
+    frontend: Arc<Frontend>,
+    shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<PeerMessage, tonic::Status>>;
+
+    async fn subscribe(
+        &self,
+        req: tonic::Request<SubscribeRequest>,
+    ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+        tracing::debug!(from = %req.get_ref().from, "peer subscribed");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let frontend = self.frontend.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(frontend.config.gossip_interval);
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                seq += 1;
+                if tx.send(Ok(frontend.peer_message(seq))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// The body of a `peer-<id>` thread: it blocks on the shared runtime's
+/// handle, holding its peer's stream, reconnecting until told to stop.
+fn peer_body(handle: tokio::runtime::Handle, me: String) -> PeerBody {
+    Arc::new(move |peer: String, addr: String, stop: CancellationToken, stats: Arc<PeerStats>| {
+        let me = me.clone();
+        handle.block_on(async move {
+            while !stop.is_cancelled() {
+                let session = async {
+                    let ch = clients::connect(&addr).await?;
+                    let mut stream = PeerClient::new(ch)
+                        .subscribe(SubscribeRequest { from: me.clone() })
+                        .await?
+                        .into_inner();
+                    stats.connected.store(true, Ordering::Relaxed);
+                    while let Some(msg) = stream.message().await? {
+                        stats.messages.fetch_add(1, Ordering::Relaxed);
+                        stats.metadata_version.store(msg.metadata_version, Ordering::Relaxed);
+                    }
+                    anyhow::Ok(())
+                };
+                tokio::select! {
+                    r = session => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "peer stream ended");
+                        }
+                    }
+                    _ = stop.cancelled() => break,
+                }
+                stats.connected.store(false, Ordering::Relaxed);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    })
+}
+
+async fn retry<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= until => {
+                return Err(anyhow::anyhow!("{what}: {e}")).context(format!("gave up after {deadline:?}"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Runs a front-end on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: FrontendConfig,
+    base_threads: u32,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = match &config.advertise {
+        Some(a) => a.clone(),
+        None => listener.local_addr()?.to_string(),
+    };
+    let learning_delay = config.learning_delay();
+    tracing::info!(
+        id = %config.id, %addr, seed = config.seed, ?learning_delay, base_threads,
+        limit = ?cascade_core::threadlimit::own_limit(), "front-end starting"
+    );
+    let backend = clients::lazy_channel(&config.backend, config.backend_timeout)
+        .with_context(|| format!("--backend {:?}", config.backend))?;
+    let frontend = Arc::new(Frontend {
+        peer_body: peer_body(tokio::runtime::Handle::current(), config.id.clone()),
+        config,
+        addr,
+        base_threads,
+        learning_delay,
+        incarnation: AtomicU64::new(0),
+        map: Mutex::new(ShardMap::default()),
+        backend,
+        owners: Mutex::default(),
+    });
+    let (routes, health) = serve::base_routes(frontend.clone())?;
+    let routes = routes
+        .add_service(KinesisServer::new(api::FrontendApi(frontend.clone())))
+        .add_service(PeerServer::new(PeerService {
+            frontend: frontend.clone(),
+            shutdown: shutdown.clone(),
+        }));
+    let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
+
+    let boot = Duration::from_secs(20);
+    retry("register with membership", boot, || frontend.register()).await?;
+    retry("read the metadata store", boot, || frontend.refresh_metadata()).await?;
+    retry("list members", boot, || frontend.poll_membership()).await?;
+    serve::set_serving(&health, true).await;
+
+    let loops = spawn_loops(frontend.clone(), shutdown.clone());
+    let result = server.await.context("server task")?;
+    for l in loops {
+        l.abort();
+    }
+    frontend.map().stop_all();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        MembershipClient::new(frontend.backend.clone()).deregister(pb::DeregisterRequest {
+            id: frontend.config.id.clone(),
+            incarnation: frontend.incarnation.load(Ordering::Relaxed),
+        }),
+    )
+    .await;
+    result
+}
+
+fn spawn_loops(fe: Arc<Frontend>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let every = |period: Duration, fe: Arc<Frontend>, token: CancellationToken, what: &'static str, f: fn(Arc<Frontend>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::Status>> + Send>>| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = token.cancelled() => return,
+                }
+                if let Err(e) = f(fe.clone()).await {
+                    tracing::warn!(error = %e, "{what} failed");
+                }
+            }
+        })
+    };
+    vec![
+        every(fe.config.membership_poll, fe.clone(), shutdown.clone(), "membership poll", |fe| {
+            Box::pin(async move { fe.poll_membership().await })
+        }),
+        every(fe.config.heartbeat_interval, fe.clone(), shutdown.clone(), "heartbeat", |fe| {
+            Box::pin(async move {
+                let known = MembershipClient::new(fe.backend.clone())
+                    .heartbeat(pb::HeartbeatRequest {
+                        id: fe.config.id.clone(),
+                        incarnation: fe.incarnation.load(Ordering::Relaxed),
+                    })
+                    .await?
+                    .into_inner()
+                    .known;
+                if !known {
+                    tracing::warn!("membership forgot us; registering again");
+                    fe.register().await?;
+                }
+                Ok(())
+            })
+        }),
+        every(Duration::from_secs(2), fe, shutdown, "metadata refresh", |fe| {
+            Box::pin(async move { fe.refresh_metadata().await })
+        }),
+    ]
+}

@@ -1,0 +1,342 @@
+//! The front-end's `ShardMap`: the cache of fleet membership and shard
+//! ownership that every data-plane call routes with. It is built from three
+//! sources, as in the incident: the membership service, the metadata store,
+//! and a message stream from every peer, each held by one `PeerThread` (a
+//! real OS thread). When the kernel refuses a peer thread, construction fails
+//! and the map is unusable; nothing re-runs a failed construction except
+//! learning of a new member, or a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, Instant};
+
+use cascade_proto::kinesis as pb;
+use tokio_util::sync::CancellationToken;
+
+/// Where the map stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapState {
+    /// Not yet constructed (boot).
+    Building,
+    /// Every known peer has its thread; requests are routed.
+    Ready,
+    /// Construction failed; requests cannot be routed. Holds the cause.
+    Unusable(String),
+}
+
+impl MapState {
+    /// The `status --json` name of the state.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Building => "building",
+            Self::Ready => "ready",
+            Self::Unusable(_) => "unusable",
+        }
+    }
+}
+
+/// Route to one shard.
+#[derive(Debug, Clone)]
+pub struct ShardRoute {
+    /// AWS-style shard id.
+    pub shard_id: String,
+    /// Inclusive hash-key range.
+    pub start: u128,
+    /// Inclusive hash-key range end.
+    pub end: u128,
+    /// Back end that owns the shard.
+    pub owner: String,
+}
+
+/// Counters a peer thread updates as it reads its peer's stream.
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Messages received from the peer.
+    pub messages: AtomicU64,
+    /// Whether the stream is currently open.
+    pub connected: AtomicBool,
+    /// The peer's metadata-store version, from its last message.
+    pub metadata_version: AtomicU64,
+}
+
+/// One known peer and the OS thread that holds its message stream.
+#[derive(Debug)]
+pub struct PeerThread {
+    /// The peer's address.
+    pub addr: String,
+    /// Stops the thread (when the peer leaves the fleet or we shut down).
+    pub stop: CancellationToken,
+    /// What the thread has seen.
+    pub stats: Arc<PeerStats>,
+    /// The thread, if it could be spawned.
+    pub handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeerThread {
+    /// Whether the peer's thread exists and is still running.
+    pub fn alive(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+/// A member seen in membership but not yet learned (the learning delay).
+#[derive(Debug, Clone)]
+pub struct PendingMember {
+    /// The member's address.
+    pub addr: String,
+    /// When this front-end will have learned of it.
+    pub learn_at: Instant,
+}
+
+/// The shard-map cache.
+#[derive(Debug)]
+pub struct ShardMap {
+    /// Construction state.
+    pub state: MapState,
+    /// stream name -> shard routes, from the metadata store.
+    pub streams: HashMap<String, Vec<ShardRoute>>,
+    /// Metadata-store version the routes came from.
+    pub metadata_version: u64,
+    /// Known peers (learned members other than ourselves).
+    pub peers: BTreeMap<String, PeerThread>,
+    /// Members in the membership list not yet learned.
+    pub pending: BTreeMap<String, PendingMember>,
+    /// Members other than ourselves in the last membership listing.
+    pub members_total: u32,
+    /// Whether the first membership listing has been applied.
+    pub bootstrapped: bool,
+    /// Construction attempts so far.
+    pub rebuilds: u64,
+    /// Peer threads the kernel refused.
+    pub spawn_failures: u64,
+    /// The OS error of the last refused spawn.
+    pub last_spawn_error: String,
+}
+
+impl Default for ShardMap {
+    fn default() -> Self {
+        Self {
+            state: MapState::Building,
+            streams: HashMap::new(),
+            metadata_version: 0,
+            peers: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            members_total: 0,
+            bootstrapped: false,
+            rebuilds: 0,
+            spawn_failures: 0,
+            last_spawn_error: String::new(),
+        }
+    }
+}
+
+/// What a peer thread runs; supplied by the caller so this module stays
+/// free of networking.
+pub type PeerBody = Arc<dyn Fn(String, String, CancellationToken, Arc<PeerStats>) + Send + Sync>;
+
+impl ShardMap {
+    /// Replaces the routes with a fresh read of the metadata store.
+    pub fn apply_metadata(&mut self, resp: pb::DescribeStreamsResponse) {
+        self.streams = resp
+            .streams
+            .into_iter()
+            .map(|s| {
+                let routes = s
+                    .shards
+                    .into_iter()
+                    .map(|sh| ShardRoute {
+                        start: sh.starting_hash_key.parse().unwrap_or(0),
+                        end: sh.ending_hash_key.parse().unwrap_or(0),
+                        shard_id: sh.shard_id,
+                        owner: sh.owner,
+                    })
+                    .collect();
+                (s.stream_name, routes)
+            })
+            .collect();
+        self.metadata_version = resp.version;
+    }
+
+    /// Applies a membership listing. The first listing is learned at once
+    /// (a booting front-end reads the whole fleet); later joiners are learned
+    /// only after `learning_delay`. Members that left are dropped and their
+    /// threads stopped. Returns whether new members were learned now.
+    pub fn apply_membership(
+        &mut self,
+        me: &str,
+        members: &[pb::Member],
+        now: Instant,
+        learning_delay: Duration,
+    ) -> bool {
+        let current: BTreeMap<&str, &str> = members
+            .iter()
+            .filter(|m| m.id != me)
+            .map(|m| (m.id.as_str(), m.addr.as_str()))
+            .collect();
+        self.members_total = current.len() as u32;
+        self.peers.retain(|id, p| {
+            let stay = current.contains_key(id.as_str());
+            if !stay {
+                p.stop.cancel();
+                tracing::info!(peer = %id, "peer left the fleet; stopping its thread");
+            }
+            stay
+        });
+        self.pending.retain(|id, _| current.contains_key(id.as_str()));
+        let first = !self.bootstrapped;
+        self.bootstrapped = true;
+        for (id, addr) in &current {
+            if self.peers.contains_key(*id) || self.pending.contains_key(*id) {
+                continue;
+            }
+            let learn_at = if first { now } else { now + learning_delay };
+            self.pending.insert(
+                (*id).to_owned(),
+                PendingMember {
+                    addr: (*addr).to_owned(),
+                    learn_at,
+                },
+            );
+        }
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.learn_at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &due {
+            if let Some(p) = self.pending.remove(id) {
+                tracing::info!(peer = %id, "learned of member");
+                self.peers.insert(
+                    id.clone(),
+                    PeerThread {
+                        addr: p.addr,
+                        stop: CancellationToken::new(),
+                        stats: Arc::default(),
+                        handle: None,
+                    },
+                );
+            }
+        }
+        first || !due.is_empty()
+    }
+
+    /// Constructs the map: one OS thread per known peer that lacks one. The
+    /// first refused spawn fails the construction and leaves the map unusable.
+    pub fn construct(&mut self, stack_bytes: usize, body: &PeerBody) {
+        self.rebuilds += 1;
+        let was_ready = self.state == MapState::Ready;
+        if !was_ready {
+            self.state = MapState::Building;
+        }
+        for (id, peer) in self.peers.iter_mut().filter(|(_, p)| p.handle.is_none()) {
+            let (pid, addr, stop, stats) = (
+                id.clone(),
+                peer.addr.clone(),
+                peer.stop.clone(),
+                peer.stats.clone(),
+            );
+            let body = body.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("peer-{id}"))
+                .stack_size(stack_bytes)
+                .spawn(move || body(pid, addr, stop, stats));
+            match spawned {
+                Ok(h) => peer.handle = Some(h),
+                Err(e) => {
+                    self.spawn_failures += 1;
+                    self.last_spawn_error = e.to_string();
+                    let cause = format!("cannot spawn thread peer-{id}: {e}");
+                    tracing::error!(%cause, known_peers = self.peers_known(), "shard-map construction failed");
+                    self.state = MapState::Unusable(cause);
+                    return;
+                }
+            }
+        }
+        self.state = MapState::Ready;
+    }
+
+    /// Learned peers (whether or not their threads could be spawned).
+    pub fn peers_known(&self) -> u32 {
+        self.peers.len() as u32
+    }
+
+    /// Peer threads running now.
+    pub fn peer_threads(&self) -> u32 {
+        self.peers.values().filter(|p| p.alive()).count() as u32
+    }
+
+    /// Stops every peer thread.
+    pub fn stop_all(&mut self) {
+        for p in self.peers.values() {
+            p.stop.cancel();
+        }
+    }
+
+    /// Routes for a stream, or why there are none.
+    pub fn routes(&self, stream: &str) -> Result<Option<&[ShardRoute]>, String> {
+        match &self.state {
+            MapState::Ready => Ok(self.streams.get(stream).map(Vec::as_slice)),
+            MapState::Building => Err(format!(
+                "shard map is still being built ({} peers known, {} threads up); retry shortly",
+                self.peers_known(),
+                self.peer_threads()
+            )),
+            MapState::Unusable(cause) => Err(format!(
+                "shard map unusable, cannot route requests to back-end shards: {cause}"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str) -> pb::Member {
+        pb::Member {
+            id: id.into(),
+            addr: format!("127.0.0.1:1{}", id.len()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_listing_is_learned_at_once_later_joiners_after_the_delay() {
+        let mut map = ShardMap::default();
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(10);
+        assert!(map.apply_membership("a", &[member("a"), member("b")], t0, delay));
+        assert_eq!(map.peers_known(), 1);
+        let all = [member("a"), member("b"), member("c")];
+        assert!(!map.apply_membership("a", &all, t0 + Duration::from_secs(1), delay));
+        assert_eq!(map.peers_known(), 1, "c is not known before the delay");
+        assert!(!map.apply_membership("a", &all, t0 + Duration::from_secs(10), delay));
+        assert!(map.apply_membership("a", &all, t0 + Duration::from_secs(12), delay));
+        assert_eq!(map.peers_known(), 2);
+        assert!(!map.apply_membership("a", &[member("a")], t0 + Duration::from_secs(13), delay));
+        assert_eq!(map.peers_known(), 0, "departed members are dropped");
+    }
+
+    #[test]
+    fn construction_spawns_one_named_thread_per_peer() {
+        let mut map = ShardMap::default();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let body: PeerBody = Arc::new(move |_, _, _, _| {
+            let name = std::thread::current().name().map(str::to_owned);
+            s.lock().expect("test lock").push(name);
+        });
+        let members = [member("a"), member("b"), member("cc")];
+        map.apply_membership("a", &members, Instant::now(), Duration::ZERO);
+        map.construct(64 * 1024, &body);
+        assert_eq!(map.state, MapState::Ready);
+        for p in map.peers.values_mut() {
+            p.handle.take().map(|h| h.join());
+        }
+        let mut names = seen.lock().expect("test lock").clone();
+        names.sort();
+        assert_eq!(names, vec![Some("peer-b".into()), Some("peer-cc".into())]);
+    }
+}
