@@ -70,7 +70,11 @@ pub async fn add_capacity(count: u32) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_error("add-capacity", s))?
         .into_inner();
-    println!("added {} (fleet is now {} front-ends)", r.instances.join(", "), r.fleet_size);
+    println!(
+        "added {} (fleet is now {} front-ends)",
+        r.instances.join(", "),
+        r.fleet_size
+    );
     Ok(())
 }
 
@@ -83,7 +87,11 @@ pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_error("remove-capacity", s))?
         .into_inner();
-    println!("removed {} (fleet is now {} front-ends)", r.instances.join(", "), r.fleet_size);
+    println!(
+        "removed {} (fleet is now {} front-ends)",
+        r.instances.join(", "),
+        r.fleet_size
+    );
     Ok(())
 }
 
@@ -98,8 +106,17 @@ pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_error("restart-frontends", s))?
         .into_inner();
-    while let Some(p) = stream.message().await.map_err(|s| rpc_error("restart-frontends", s))? {
-        println!("restarted {} ({}/{})", p.restarted.join(", "), p.done, p.total);
+    while let Some(p) = stream
+        .message()
+        .await
+        .map_err(|s| rpc_error("restart-frontends", s))?
+    {
+        println!(
+            "restarted {} ({}/{})",
+            p.restarted.join(", "),
+            p.done,
+            p.total
+        );
     }
     Ok(())
 }
@@ -107,7 +124,10 @@ pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
 /// `cascade down`: asks the supervisor to stop and waits until it has.
 pub async fn down() -> anyhow::Result<()> {
     let Some(sup) = home::read(&home::home())? else {
-        println!("nothing is running (no supervisor in {})", home::home().display());
+        println!(
+            "nothing is running (no supervisor in {})",
+            home::home().display()
+        );
         return Ok(());
     };
     let mut client = supervisor().await?;
@@ -129,7 +149,9 @@ pub async fn down() -> anyhow::Result<()> {
 /// `cascade up --detach`: starts the supervisor in its own session and waits
 /// until it reports the fleet up (or failed).
 pub fn detach(args: &UpArgs) -> ExitCode {
-    if let Err(e) = crate::supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers) {
+    if let Err(e) =
+        crate::supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers)
+    {
         eprintln!("cascade up: {e:#}");
         return ExitCode::from(64);
     }
@@ -152,8 +174,11 @@ fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&home_dir)?;
     let log_path = home_dir.join("supervisor.log");
-    let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
-    let name = |v: Option<clap::builder::PossibleValue>| v.map(|p| p.get_name().to_owned()).unwrap_or_default();
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("create {}", log_path.display()))?;
+    let name = |v: Option<clap::builder::PossibleValue>| {
+        v.map(|p| p.get_name().to_owned()).unwrap_or_default()
+    };
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
     cmd.arg("up")
         .args(["--frontends", &args.frontends.to_string()])
@@ -179,15 +204,23 @@ fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
     }
     let mut child = cmd.spawn().context("start the supervisor")?;
     let pid = child.id();
-    println!("cascade: supervisor pid {pid} starting (log: {})", log_path.display());
-    let until = Instant::now() + Duration::from_secs(60) + Duration::from_millis(200 * u64::from(args.frontends));
+    println!(
+        "cascade: supervisor pid {pid} starting (log: {})",
+        log_path.display()
+    );
+    let until = Instant::now()
+        + Duration::from_secs(60)
+        + Duration::from_millis(200 * u64::from(args.frontends));
     let mut last_line = String::new();
     loop {
         if let Some(sup) = home::read(&home_dir)?
             && sup.pid == pid
         {
             println!("{}", crate::launcher::log_tail(&log_path, 3));
-            println!("cascade: fleet up (run {}); `cascade status`, `cascade down`", sup.run_dir.display());
+            println!(
+                "cascade: fleet up (run {}); `cascade status`, `cascade down`",
+                sup.run_dir.display()
+            );
             return Ok(());
         }
         if let Some(code) = child.try_wait()? {
@@ -289,7 +322,11 @@ async fn kinesis_client(e: &EndpointArgs) -> anyhow::Result<KinesisClient<Channe
                 .ok_or_else(|| {
                     UsageError(format!(
                         "--endpoint {name}: no such front-end; running: {}",
-                        st.frontends.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                        st.frontends
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?
         }
@@ -313,16 +350,28 @@ async fn kinesis_client(e: &EndpointArgs) -> anyhow::Result<KinesisClient<Channe
 /// Runs one `cascade kinesis` command and prints the answer as JSON.
 pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
     let out = match cmd {
-        KinesisCmd::CreateStream { stream_name, shard_count, endpoint } => {
+        KinesisCmd::CreateStream {
+            stream_name,
+            shard_count,
+            endpoint,
+        } => {
             let r = kinesis_client(&endpoint)
                 .await?
-                .create_stream(pb::CreateStreamRequest { stream_name, shard_count })
+                .create_stream(pb::CreateStreamRequest {
+                    stream_name,
+                    shard_count,
+                })
                 .await
                 .map_err(|s| rpc_error("create-stream", s))?
                 .into_inner();
             serde_json::json!({"StreamName": r.stream_name, "ShardCount": r.shards.len()})
         }
-        KinesisCmd::PutRecord { stream_name, partition_key, data, endpoint } => {
+        KinesisCmd::PutRecord {
+            stream_name,
+            partition_key,
+            data,
+            endpoint,
+        } => {
             let r = kinesis_client(&endpoint)
                 .await?
                 .put_record(pb::PutRecordRequest {
@@ -336,7 +385,12 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
                 .into_inner();
             serde_json::json!({"ShardId": r.shard_id, "SequenceNumber": r.sequence_number})
         }
-        KinesisCmd::GetRecords { stream_name, shard_id, limit, endpoint } => {
+        KinesisCmd::GetRecords {
+            stream_name,
+            shard_id,
+            limit,
+            endpoint,
+        } => {
             let mut c = kinesis_client(&endpoint).await?;
             let it = c
                 .get_shard_iterator(pb::GetShardIteratorRequest {
@@ -350,7 +404,10 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
                 .into_inner()
                 .shard_iterator;
             let r = c
-                .get_records(pb::GetRecordsRequest { shard_iterator: it, limit })
+                .get_records(pb::GetRecordsRequest {
+                    shard_iterator: it,
+                    limit,
+                })
                 .await
                 .map_err(|s| rpc_error("get-records", s))?
                 .into_inner();
@@ -368,7 +425,10 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
                 .collect();
             serde_json::json!({"Records": records, "NextShardIterator": r.next_shard_iterator, "MillisBehindLatest": r.millis_behind_latest})
         }
-        KinesisCmd::ListShards { stream_name, endpoint } => {
+        KinesisCmd::ListShards {
+            stream_name,
+            endpoint,
+        } => {
             let r = kinesis_client(&endpoint)
                 .await?
                 .list_shards(pb::ListShardsRequest { stream_name })

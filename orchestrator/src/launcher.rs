@@ -92,7 +92,10 @@ impl RunningChild {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::warn!(pid = self.pid(), "did not exit after SIGTERM; sending SIGKILL");
+        tracing::warn!(
+            pid = self.pid(),
+            "did not exit after SIGTERM; sending SIGKILL"
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -115,7 +118,11 @@ pub fn bind_loopback() -> anyhow::Result<TcpListener> {
 }
 
 /// Starts `spec` serving on `listener` (inherited as fd 3), logging to `log_dir`.
-pub fn spawn(spec: &ChildSpec, listener: &TcpListener, log_dir: &Path) -> anyhow::Result<RunningChild> {
+pub fn spawn(
+    spec: &ChildSpec,
+    listener: &TcpListener,
+    log_dir: &Path,
+) -> anyhow::Result<RunningChild> {
     std::fs::create_dir_all(log_dir).with_context(|| format!("mkdir {}", log_dir.display()))?;
     let log = log_dir.join(format!("{}.log", spec.name));
     let out = std::fs::OpenOptions::new()
@@ -140,7 +147,11 @@ pub fn spawn(spec: &ChildSpec, listener: &TcpListener, log_dir: &Path) -> anyhow
         .arg("--listen-fd")
         .arg("3")
         .env_clear()
-        .envs(ENV_ALLOWLIST.iter().filter_map(|k| std::env::var_os(k).map(|v| (k, v))))
+        .envs(
+            ENV_ALLOWLIST
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
@@ -199,13 +210,23 @@ pub fn spawn(spec: &ChildSpec, listener: &TcpListener, log_dir: &Path) -> anyhow
 
 /// Polls `grpc.health.v1` at `addr` until SERVING; on timeout or early exit
 /// the child is killed and the error carries the tail of its log.
-pub async fn wait_ready(name: &str, addr: &str, child: &mut RunningChild, deadline: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(
+    name: &str,
+    addr: &str,
+    child: &mut RunningChild,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let until = Instant::now() + deadline;
     loop {
         if !child.alive() {
             bail!(
                 "{name} exited during start-up ({}); last log lines:\n{}",
-                child.child.try_wait().ok().flatten().map_or("?".into(), |s| s.to_string()),
+                child
+                    .child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map_or("?".into(), |s| s.to_string()),
                 log_tail(&child.log, 15)
             );
         }

@@ -156,6 +156,12 @@ impl LimitPlan {
     }
 }
 
+impl Drop for LimitPlan {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
 /// rlimit-nproc needs root (to switch uid) and binaries an unprivileged uid can run.
 fn rlimit_usable(binary: &Path) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -185,7 +191,10 @@ fn rlimit_usable(binary: &Path) -> anyhow::Result<()> {
 pub fn spawn_reaper(cgroup: &Path, log: &Path) -> anyhow::Result<OwnedFd> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let exe = std::env::current_exe()?;
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut cmd = Command::new(exe);
     cmd.arg("__reap")
         .arg(cgroup)

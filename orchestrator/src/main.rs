@@ -22,7 +22,13 @@ const EX_USAGE: u8 = 64;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Log format of the supervisor's own logs (stderr).
-    #[arg(long, global = true, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
+    #[arg(
+        long,
+        global = true,
+        env = "CASCADE_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
     log_format: cascade_core::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -41,13 +47,13 @@ enum Command {
     /// Add N front-ends to the fleet (existing members learn of them after the learning delay).
     AddCapacity {
         /// Front-ends to add.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=512))]
+        #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=512))]
         count: u32,
     },
     /// Remove the N newest front-ends.
     RemoveCapacity {
         /// Front-ends to remove.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=512))]
+        #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=512))]
         count: u32,
     },
     /// Restart every front-end, K at a time, waiting D between batches.
@@ -95,7 +101,9 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => {
-                if let Err(e) = supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers) {
+                if let Err(e) =
+                    supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers)
+                {
                     eprintln!("cascade up: {e:#}");
                     return ExitCode::from(EX_USAGE);
                 }
@@ -105,7 +113,9 @@ fn main() -> ExitCode {
             Command::Status { json } => report(client::status(json).await),
             Command::AddCapacity { count } => report(client::add_capacity(count).await),
             Command::RemoveCapacity { count } => report(client::remove_capacity(count).await),
-            Command::RestartFrontends { batch, interval } => report(client::restart(batch, interval).await),
+            Command::RestartFrontends { batch, interval } => {
+                report(client::restart(batch, interval).await)
+            }
             Command::Kinesis(cmd) => report(client::kinesis(cmd).await),
             Command::Down => report(client::down().await),
             Command::Reap { .. } => ExitCode::SUCCESS,

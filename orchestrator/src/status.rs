@@ -98,8 +98,8 @@ impl Status {
         );
         let _ = writeln!(
             s,
-            "{:<22} {:>7} {:>13} {:>11} {:<9} {:>6}  {}",
-            "FRONT-END", "PID", "THREADS/LIMIT", "PEERS", "SHARD-MAP", "REFUSED", "DETAIL"
+            "{:<22} {:>7} {:>13} {:>11} {:<9} {:>6}  DETAIL",
+            "FRONT-END", "PID", "THREADS/LIMIT", "PEERS", "SHARD-MAP", "REFUSED"
         );
         for f in &self.frontends {
             let lim = f.thread_limit.map_or("-".to_owned(), |l| l.to_string());
@@ -116,7 +116,11 @@ impl Status {
             );
         }
         for svc in &self.services {
-            let _ = writeln!(s, "service {:<18} {:<9} {}", svc.name, svc.health, svc.detail);
+            let _ = writeln!(
+                s,
+                "service {:<18} {:<9} {}",
+                svc.name, svc.health, svc.detail
+            );
         }
         s
     }

@@ -43,7 +43,7 @@ pub enum BootstrapArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct UpArgs {
     /// Front-end servers to start with.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_FLEET)))]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_FLEET)))]
     pub frontends: u32,
     /// Threads (kernel tasks) each front-end may hold, enforced by the kernel;
     /// `none` for no limit (the fleet can then not tip).
@@ -105,7 +105,7 @@ pub fn check_host_budget(fleet: u32, limit: ThreadLimitArg, workers: u16) -> any
     if worst > budget {
         bail!(
             "a fleet of {fleet} front-ends at thread limit {limit} could hold {worst} threads, \
-             more than this run may use ({budget}, a quarter of the host's kernel limit); \
+             more than this run may use ({budget}, half of the host's kernel task limit); \
              use fewer front-ends or a lower --thread-limit"
         );
     }
@@ -170,13 +170,20 @@ impl Supervisor {
             BootstrapArg::MetadataStore => "metadata-store",
         };
         [
-            "--id", id,
-            "--backend", backend,
-            "--time-scale", &self.args.time_scale.to_string(),
-            "--seed", &self.args.seed.to_string(),
-            "--learning-jitter", &self.args.learning_jitter.to_string(),
-            "--bootstrap", bootstrap,
-            "--workers", &self.args.workers.to_string(),
+            "--id",
+            id,
+            "--backend",
+            backend,
+            "--time-scale",
+            &self.args.time_scale.to_string(),
+            "--seed",
+            &self.args.seed.to_string(),
+            "--learning-jitter",
+            &self.args.learning_jitter.to_string(),
+            "--bootstrap",
+            bootstrap,
+            "--workers",
+            &self.args.workers.to_string(),
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -219,7 +226,12 @@ impl Supervisor {
     }
 
     fn backend_addr(fleet: &Fleet) -> anyhow::Result<String> {
-        Ok(fleet.backend.as_ref().context("the back end is not running")?.addr.clone())
+        Ok(fleet
+            .backend
+            .as_ref()
+            .context("the back end is not running")?
+            .addr
+            .clone())
     }
 
     /// Starts `n` new front-ends and waits until every one is SERVING.
@@ -246,7 +258,14 @@ impl Supervisor {
                     limit: limit.clone(),
                 };
                 let child = launcher::spawn(&spec, &listener, &self.logs())?;
-                Ok(Instance { name, id, addr, listener, child, limit })
+                Ok(Instance {
+                    name,
+                    id,
+                    addr,
+                    listener,
+                    child,
+                    limit,
+                })
             })();
             match res {
                 Ok(inst) => started.push(inst),
@@ -278,7 +297,10 @@ impl Supervisor {
     async fn remove_frontends(&self, fleet: &mut Fleet, n: u32) -> anyhow::Result<Vec<String>> {
         let size = fleet.frontends.len() as u32;
         if n == 0 || n >= size {
-            bail!("cannot remove {n} of {size} front-ends; remove 1 to {}", size.saturating_sub(1));
+            bail!(
+                "cannot remove {n} of {size} front-ends; remove 1 to {}",
+                size.saturating_sub(1)
+            );
         }
         let gone: Vec<Instance> = fleet.frontends.split_off((size - n) as usize);
         self.publish_roster(fleet);
@@ -307,7 +329,9 @@ impl Supervisor {
     }
 
     fn thread_limit_arg(&self) -> ThreadLimitArg {
-        self.plan.limit.map_or(ThreadLimitArg::None, ThreadLimitArg::Limit)
+        self.plan
+            .limit
+            .map_or(ThreadLimitArg::None, ThreadLimitArg::Limit)
     }
 
     fn publish_roster(&self, fleet: &Fleet) {
@@ -320,7 +344,8 @@ impl Supervisor {
                     id: i.id.clone(),
                     pid: i.child.pid(),
                     addr: i.addr.clone(),
-                    channel: cascade_core::clients::lazy_channel(&i.addr, Duration::from_secs(1)).ok()?,
+                    channel: cascade_core::clients::lazy_channel(&i.addr, Duration::from_secs(1))
+                        .ok()?,
                     cgroup: i.cgroup().cloned(),
                 })
             })
@@ -330,7 +355,11 @@ impl Supervisor {
 
     /// Polls every process's Control.GetStatus once.
     async fn watch_once(&self) {
-        let roster = self.roster.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let roster = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut set = JoinSet::new();
         for r in roster {
             set.spawn(async move {
@@ -369,9 +398,16 @@ impl Supervisor {
                 e
             });
         }
-        let backend = self.backend_entry.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let backend = self
+            .backend_entry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let backend_health = match backend {
-            Some(b) => match ControlClient::new(b.channel).get_status(GetStatusRequest {}).await {
+            Some(b) => match ControlClient::new(b.channel)
+                .get_status(GetStatusRequest {})
+                .await
+            {
                 Ok(_) => ("serving".to_owned(), String::new()),
                 Err(e) => ("down".to_owned(), format!("unreachable: {}", e.message())),
             },
@@ -384,13 +420,24 @@ impl Supervisor {
             }
         }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
-        *self.backend_health.lock().unwrap_or_else(|p| p.into_inner()) = backend_health;
+        *self
+            .backend_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = backend_health;
     }
 
     /// The `status --json` document from the latest watch.
     pub fn status(&self) -> Status {
-        let roster = self.roster.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let snap = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let roster = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let snap = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let frontends: Vec<FrontendEntry> = roster
             .iter()
             .map(|r| {
@@ -405,7 +452,11 @@ impl Supervisor {
                 })
             })
             .collect();
-        let (bh, bd) = self.backend_health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (bh, bd) = self
+            .backend_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let backend_pid = self
             .backend_entry
             .lock()
@@ -416,11 +467,17 @@ impl Supervisor {
         let (health, detail) = if frontends.is_empty() {
             ("down", "no front-ends".to_owned())
         } else if ready == frontends.len() {
-            ("serving", format!("{ready}/{} shard-maps ready", frontends.len()))
+            (
+                "serving",
+                format!("{ready}/{} shard-maps ready", frontends.len()),
+            )
         } else if ready == 0 {
             ("down", format!("0/{} shard-maps ready", frontends.len()))
         } else {
-            ("degraded", format!("{ready}/{} shard-maps ready", frontends.len()))
+            (
+                "degraded",
+                format!("{ready}/{} shard-maps ready", frontends.len()),
+            )
         };
         Status {
             mode: "local".into(),
@@ -430,8 +487,18 @@ impl Supervisor {
             },
             frontends,
             services: vec![
-                ServiceEntry { name: "kinesis-backend".into(), pid: backend_pid, health: bh, detail: bd },
-                ServiceEntry { name: "kinesis".into(), pid: 0, health: health.into(), detail },
+                ServiceEntry {
+                    name: "kinesis-backend".into(),
+                    pid: backend_pid,
+                    health: bh,
+                    detail: bd,
+                },
+                ServiceEntry {
+                    name: "kinesis".into(),
+                    pid: 0,
+                    health: health.into(),
+                    detail,
+                },
             ],
             run_dir: self.run_dir.display().to_string(),
             time_scale: self.args.time_scale,
@@ -453,7 +520,10 @@ impl Supervisor {
         if let Some(mut b) = fleet.backend.take() {
             b.child.stop().await;
         }
-        self.roster.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.plan.cleanup();
     }
 }
@@ -512,24 +582,43 @@ fn internal(e: anyhow::Error) -> tonic::Status {
 
 #[tonic::async_trait]
 impl SupervisorApi for Api {
-    async fn status(&self, _r: tonic::Request<sv::StatusRequest>) -> Result<tonic::Response<sv::StatusReply>, tonic::Status> {
-        let json = serde_json::to_string(&self.0.status()).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    async fn status(
+        &self,
+        _r: tonic::Request<sv::StatusRequest>,
+    ) -> Result<tonic::Response<sv::StatusReply>, tonic::Status> {
+        let json = serde_json::to_string(&self.0.status())
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         Ok(tonic::Response::new(sv::StatusReply { json }))
     }
 
-    async fn add_capacity(&self, r: tonic::Request<sv::CapacityRequest>) -> Result<tonic::Response<sv::CapacityReply>, tonic::Status> {
+    async fn add_capacity(
+        &self,
+        r: tonic::Request<sv::CapacityRequest>,
+    ) -> Result<tonic::Response<sv::CapacityReply>, tonic::Status> {
         let n = r.into_inner().count;
         if n == 0 {
-            return Err(tonic::Status::invalid_argument("count: add at least 1 front-end"));
+            return Err(tonic::Status::invalid_argument(
+                "count: add at least 1 front-end",
+            ));
         }
         let mut fleet = self.0.fleet.lock().await;
-        let instances = self.0.add_frontends(&mut fleet, n).await.map_err(internal)?;
+        let instances = self
+            .0
+            .add_frontends(&mut fleet, n)
+            .await
+            .map_err(internal)?;
         tracing::info!(?instances, fleet = fleet.frontends.len(), "capacity added");
         self.0.watch_once().await;
-        Ok(tonic::Response::new(sv::CapacityReply { instances, fleet_size: fleet.frontends.len() as u32 }))
+        Ok(tonic::Response::new(sv::CapacityReply {
+            instances,
+            fleet_size: fleet.frontends.len() as u32,
+        }))
     }
 
-    async fn remove_capacity(&self, r: tonic::Request<sv::CapacityRequest>) -> Result<tonic::Response<sv::CapacityReply>, tonic::Status> {
+    async fn remove_capacity(
+        &self,
+        r: tonic::Request<sv::CapacityRequest>,
+    ) -> Result<tonic::Response<sv::CapacityReply>, tonic::Status> {
         let n = r.into_inner().count;
         let mut fleet = self.0.fleet.lock().await;
         let size = fleet.frontends.len() as u32;
@@ -539,18 +628,35 @@ impl SupervisorApi for Api {
                 size.saturating_sub(1)
             )));
         }
-        let instances = self.0.remove_frontends(&mut fleet, n).await.map_err(internal)?;
-        tracing::info!(?instances, fleet = fleet.frontends.len(), "capacity removed");
+        let instances = self
+            .0
+            .remove_frontends(&mut fleet, n)
+            .await
+            .map_err(internal)?;
+        tracing::info!(
+            ?instances,
+            fleet = fleet.frontends.len(),
+            "capacity removed"
+        );
         self.0.watch_once().await;
-        Ok(tonic::Response::new(sv::CapacityReply { instances, fleet_size: fleet.frontends.len() as u32 }))
+        Ok(tonic::Response::new(sv::CapacityReply {
+            instances,
+            fleet_size: fleet.frontends.len() as u32,
+        }))
     }
 
-    type RestartFrontendsStream = tokio_stream::wrappers::ReceiverStream<Result<sv::RestartProgress, tonic::Status>>;
+    type RestartFrontendsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<sv::RestartProgress, tonic::Status>>;
 
-    async fn restart_frontends(&self, r: tonic::Request<sv::RestartRequest>) -> Result<tonic::Response<Self::RestartFrontendsStream>, tonic::Status> {
+    async fn restart_frontends(
+        &self,
+        r: tonic::Request<sv::RestartRequest>,
+    ) -> Result<tonic::Response<Self::RestartFrontendsStream>, tonic::Status> {
         let r = r.into_inner();
         if r.batch == 0 {
-            return Err(tonic::Status::invalid_argument("batch: restart at least 1 front-end at a time"));
+            return Err(tonic::Status::invalid_argument(
+                "batch: restart at least 1 front-end at a time",
+            ));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let sup = self.0.clone();
@@ -585,9 +691,20 @@ impl SupervisorApi for Api {
                     return;
                 }
                 done += end - start;
-                let restarted = fleet.frontends[start..end].iter().map(|i| i.name.clone()).collect();
+                let restarted = fleet.frontends[start..end]
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect();
                 tracing::info!(?restarted, done, total, "front-ends restarted");
-                if tx.send(Ok(sv::RestartProgress { restarted, done: done as u32, total: total as u32 })).await.is_err() {
+                if tx
+                    .send(Ok(sv::RestartProgress {
+                        restarted,
+                        done: done as u32,
+                        total: total as u32,
+                    }))
+                    .await
+                    .is_err()
+                {
                     tracing::warn!("restart client went away; continuing");
                 }
                 start = end;
@@ -599,10 +716,15 @@ impl SupervisorApi for Api {
                 }
             }
         });
-        Ok(tonic::Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
     }
 
-    async fn shutdown(&self, _r: tonic::Request<sv::ShutdownRequest>) -> Result<tonic::Response<sv::ShutdownReply>, tonic::Status> {
+    async fn shutdown(
+        &self,
+        _r: tonic::Request<sv::ShutdownRequest>,
+    ) -> Result<tonic::Response<sv::ShutdownReply>, tonic::Status> {
         tracing::info!("shutdown requested (cascade down)");
         self.0.shutdown.cancel();
         Ok(tonic::Response::new(sv::ShutdownReply {}))
@@ -629,14 +751,19 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
             .unwrap_or(0),
         std::process::id()
     );
-    let run_dir = home_dir.join("runs").join(&run_id);
-    std::fs::create_dir_all(run_dir.join("logs")).with_context(|| format!("mkdir {}", run_dir.display()))?;
-    let run_dir = run_dir.canonicalize()?;
     let frontend_bin = launcher::binary("kinesis-frontend")?;
     launcher::binary("kinesis-backend")?;
+    // Decide the enforcement before creating anything, so a refusal leaves nothing.
     let plan = LimitPlan::establish(args.thread_limit, args.enforcement, &run_id, &frontend_bin)?;
+    let run_dir = home_dir.join("runs").join(&run_id);
+    std::fs::create_dir_all(run_dir.join("logs"))
+        .with_context(|| format!("mkdir {}", run_dir.display()))?;
+    let run_dir = run_dir.canonicalize()?;
     let _reaper = match &plan.run_cgroup {
-        Some(cg) => Some(crate::limits::spawn_reaper(&cg.path, &run_dir.join("logs/reaper.log"))?),
+        Some(cg) => Some(crate::limits::spawn_reaper(
+            &cg.path,
+            &run_dir.join("logs/reaper.log"),
+        )?),
         None => None,
     };
     let base = u64::from(args.workers) + 2;
@@ -649,7 +776,11 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         base,
         tip_at.map_or("never (no limit)".to_owned(), |n| n.to_string()),
     );
-    tracing::info!(seed = args.seed, time_scale = args.time_scale, "starting run");
+    tracing::info!(
+        seed = args.seed,
+        time_scale = args.time_scale,
+        "starting run"
+    );
     let sup = Arc::new(Supervisor {
         args: args.clone(),
         run_dir: run_dir.clone(),
@@ -664,11 +795,18 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let result = serve_run(&sup, &home_dir, &args).await;
     sup.teardown().await;
     home::remove(&home_dir, std::process::id());
-    println!("cascade: all processes stopped; run directory kept at {}", run_dir.display());
+    println!(
+        "cascade: all processes stopped; run directory kept at {}",
+        run_dir.display()
+    );
     result
 }
 
-async fn serve_run(sup: &Arc<Supervisor>, home_dir: &std::path::Path, args: &UpArgs) -> anyhow::Result<()> {
+async fn serve_run(
+    sup: &Arc<Supervisor>,
+    home_dir: &std::path::Path,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
     {
         let mut fleet = sup.fleet.lock().await;
         tokio::select! {
@@ -702,7 +840,9 @@ async fn serve_run(sup: &Arc<Supervisor>, home_dir: &std::path::Path, args: &UpA
             run_dir: sup.run_dir.clone(),
         },
     )?;
-    println!("cascade: fleet up; control port {control_addr}; `cascade status` to inspect, `cascade down` to stop");
+    println!(
+        "cascade: fleet up; control port {control_addr}; `cascade status` to inspect, `cascade down` to stop"
+    );
 
     let live = !args.daemon;
     let tty = std::io::stdout().is_terminal();
@@ -716,7 +856,7 @@ async fn serve_run(sup: &Arc<Supervisor>, home_dir: &std::path::Path, args: &UpA
         }
         sup.watch_once().await;
         ticks += 1;
-        if live && ticks % 2 == 0 {
+        if live && ticks.is_multiple_of(2) {
             let view = sup.status().render();
             if tty {
                 print!("\x1b[2J\x1b[H{view}\n(Ctrl-C stops everything)\n");

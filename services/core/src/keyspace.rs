@@ -185,7 +185,9 @@ mod tests {
         let e = validate_put("s", "", b"x", "").err().map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("partition_key")));
         let big = vec![0u8; MAX_RECORD_BYTES + 1];
-        let e = validate_put("s", "k", &big, "").err().map(|e| e.to_string());
+        let e = validate_put("s", "k", &big, "")
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("1 MiB")));
         assert!(validate_put("s", "k", &vec![0u8; MAX_RECORD_BYTES], "").is_ok());
     }

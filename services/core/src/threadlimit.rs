@@ -49,8 +49,9 @@ impl Enforcement {
 const V2_ROOT: &str = "/sys/fs/cgroup";
 const V1_PIDS_ROOT: &str = "/sys/fs/cgroup/pids";
 
-/// The largest total number of tasks one run may hold: a quarter of what the
-/// kernel allows system-wide (the smaller of `threads-max` and `pid_max`).
+/// The largest total number of tasks one run may hold: half of what the
+/// kernel allows system-wide (the smaller of `threads-max` and `pid_max`),
+/// so the rest of the host always keeps the other half.
 pub fn host_task_budget() -> u64 {
     let read = |p: &str| {
         fs::read_to_string(p)
@@ -59,7 +60,7 @@ pub fn host_task_budget() -> u64 {
     };
     let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(32_768);
     let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
-    threads_max.min(pid_max) / 4
+    threads_max.min(pid_max) / 2
 }
 
 /// The parent cgroup of one run; instances are its children.
@@ -281,7 +282,8 @@ pub fn own_limit() -> Option<u64> {
     if let Ok(cgroups) = fs::read_to_string("/proc/self/cgroup") {
         for line in cgroups.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(rel)) = (parts.next(), parts.next(), parts.next())
+            let (Some(_), Some(controllers), Some(rel)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };

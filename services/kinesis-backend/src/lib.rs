@@ -397,10 +397,7 @@ impl Kinesis for Backend {
             .iter()
             .find(|x| x.seq >= next_seq)
             .map_or(0, |x| (now_ms() - x.arrival_ms).max(0));
-        let next = ShardIterator {
-            next_seq,
-            ..it
-        };
+        let next = ShardIterator { next_seq, ..it };
         Ok(Response::new(pb::GetRecordsResponse {
             records,
             next_shard_iterator: next.encode(),
@@ -459,11 +456,9 @@ impl Membership for Backend {
         let r = req.into_inner();
         validate_member_id(&r.id)?;
         if r.addr.parse::<std::net::SocketAddr>().is_err() && !r.addr.contains(':') {
-            return Err(ServiceError::invalid(format!(
-                "addr: {:?} is not host:port",
-                r.addr
-            ))
-            .into());
+            return Err(
+                ServiceError::invalid(format!("addr: {:?} is not host:port", r.addr)).into(),
+            );
         }
         let mut state = self.lock();
         state.next_incarnation += 1;
@@ -511,7 +506,10 @@ impl Membership for Backend {
         let r = req.into_inner();
         let mut state = self.lock();
         for fleet in state.members.values_mut() {
-            if fleet.get(&r.id).is_some_and(|m| m.incarnation == r.incarnation) {
+            if fleet
+                .get(&r.id)
+                .is_some_and(|m| m.incarnation == r.incarnation)
+            {
                 fleet.remove(&r.id);
                 tracing::info!(id = %r.id, "member deregistered");
             }

@@ -48,16 +48,26 @@ impl FrontendApi {
             .ok_or_else(|| ServiceError::Internal(format!("no shard covers hash key {hash}")))
     }
 
-    fn shard<'a>(routes: &'a [ShardRoute], stream: &str, shard_id: &str) -> Result<&'a ShardRoute, ServiceError> {
-        routes.iter().find(|r| r.shard_id == shard_id).ok_or_else(|| {
-            ServiceError::not_found(format!(
-                "shard {shard_id:?} not found in stream {stream:?} (it has {} shards)",
-                routes.len()
-            ))
-        })
+    fn shard<'a>(
+        routes: &'a [ShardRoute],
+        stream: &str,
+        shard_id: &str,
+    ) -> Result<&'a ShardRoute, ServiceError> {
+        routes
+            .iter()
+            .find(|r| r.shard_id == shard_id)
+            .ok_or_else(|| {
+                ServiceError::not_found(format!(
+                    "shard {shard_id:?} not found in stream {stream:?} (it has {} shards)",
+                    routes.len()
+                ))
+            })
     }
 
-    fn client(&self, route: &ShardRoute) -> Result<KinesisClient<tonic::transport::Channel>, ServiceError> {
+    fn client(
+        &self,
+        route: &ShardRoute,
+    ) -> Result<KinesisClient<tonic::transport::Channel>, ServiceError> {
         self.0.owner_client(&route.owner)
     }
 }
@@ -83,7 +93,12 @@ impl Kinesis for FrontendApi {
         req: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
         let r = req.get_ref();
-        let hash = keyspace::validate_put(&r.stream_name, &r.partition_key, &r.data, &r.explicit_hash_key)?;
+        let hash = keyspace::validate_put(
+            &r.stream_name,
+            &r.partition_key,
+            &r.data,
+            &r.explicit_hash_key,
+        )?;
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::owner_of(&routes, hash)?;
         Ok(self.client(route)?.put_record(req.into_inner()).await?)
@@ -107,8 +122,13 @@ impl Kinesis for FrontendApi {
         let mut failed = 0;
         let mut by_owner: BTreeMap<String, Vec<(usize, pb::PutRecordsEntry)>> = BTreeMap::new();
         for (i, e) in r.records.into_iter().enumerate() {
-            match keyspace::validate_put(&r.stream_name, &e.partition_key, &e.data, &e.explicit_hash_key)
-                .and_then(|h| Self::owner_of(&routes, h).map(|x| x.owner.clone()))
+            match keyspace::validate_put(
+                &r.stream_name,
+                &e.partition_key,
+                &e.data,
+                &e.explicit_hash_key,
+            )
+            .and_then(|h| Self::owner_of(&routes, h).map(|x| x.owner.clone()))
             {
                 Ok(owner) => by_owner.entry(owner).or_default().push((i, e)),
                 Err(err) => {
@@ -120,7 +140,8 @@ impl Kinesis for FrontendApi {
             }
         }
         for (owner, entries) in by_owner {
-            let (idx, records): (Vec<usize>, Vec<pb::PutRecordsEntry>) = entries.into_iter().unzip();
+            let (idx, records): (Vec<usize>, Vec<pb::PutRecordsEntry>) =
+                entries.into_iter().unzip();
             let resp = self
                 .0
                 .owner_client(&owner)?
@@ -148,7 +169,10 @@ impl Kinesis for FrontendApi {
         let r = req.get_ref();
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::shard(&routes, &r.stream_name, &r.shard_id)?;
-        Ok(self.client(route)?.get_shard_iterator(req.into_inner()).await?)
+        Ok(self
+            .client(route)?
+            .get_shard_iterator(req.into_inner())
+            .await?)
     }
 
     async fn get_records(

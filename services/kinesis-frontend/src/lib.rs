@@ -90,7 +90,9 @@ fn parse_time_scale(s: &str) -> Result<f64, String> {
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
-        Err(format!("{s} must be a positive number of incident seconds per wall second"))
+        Err(format!(
+            "{s} must be a positive number of incident seconds per wall second"
+        ))
     }
 }
 
@@ -132,13 +134,17 @@ impl Frontend {
     }
 
     /// A client for the back end that owns a shard.
-    fn owner_client(&self, owner: &str) -> Result<KinesisClient<Channel>, cascade_core::ServiceError> {
+    fn owner_client(
+        &self,
+        owner: &str,
+    ) -> Result<KinesisClient<Channel>, cascade_core::ServiceError> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = owners.get(owner) {
             return Ok(c.clone());
         }
-        let ch = clients::lazy_channel(owner, self.config.backend_timeout)
-            .map_err(|e| cascade_core::ServiceError::Internal(format!("bad owner address {owner:?}: {e}")))?;
+        let ch = clients::lazy_channel(owner, self.config.backend_timeout).map_err(|e| {
+            cascade_core::ServiceError::Internal(format!("bad owner address {owner:?}: {e}"))
+        })?;
         let c = KinesisClient::new(ch);
         owners.insert(owner.to_owned(), c.clone());
         Ok(c)
@@ -170,6 +176,23 @@ impl Frontend {
         Ok(())
     }
 
+    /// Heartbeats to membership, registering again if it forgot us.
+    async fn heartbeat(&self) -> Result<(), tonic::Status> {
+        let known = MembershipClient::new(self.backend.clone())
+            .heartbeat(pb::HeartbeatRequest {
+                id: self.config.id.clone(),
+                incarnation: self.incarnation.load(Ordering::Relaxed),
+            })
+            .await?
+            .into_inner()
+            .known;
+        if !known {
+            tracing::warn!("membership forgot us; registering again");
+            self.register().await?;
+        }
+        Ok(())
+    }
+
     /// Polls membership and (re)constructs the map when members are learned.
     async fn poll_membership(&self) -> Result<(), tonic::Status> {
         let members = MembershipClient::new(self.backend.clone())
@@ -180,7 +203,12 @@ impl Frontend {
             .into_inner()
             .members;
         let mut map = self.map();
-        let learned = map.apply_membership(&self.config.id, &members, Instant::now(), self.learning_delay);
+        let learned = map.apply_membership(
+            &self.config.id,
+            &members,
+            Instant::now(),
+            self.learning_delay,
+        );
         if learned {
             map.construct(self.config.peer_stack_kib as usize * 1024, &self.peer_body);
         }
@@ -250,7 +278,8 @@ struct PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
-    type SubscribeStream = tokio_stream::wrappers::ReceiverStream<Result<PeerMessage, tonic::Status>>;
+    type SubscribeStream =
+        tokio_stream::wrappers::ReceiverStream<Result<PeerMessage, tonic::Status>>;
 
     async fn subscribe(
         &self,
@@ -274,46 +303,52 @@ impl Peer for PeerService {
                 }
             }
         });
-        Ok(tonic::Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
     }
 }
 
 /// The body of a `peer-<id>` thread: it blocks on the shared runtime's
 /// handle, holding its peer's stream, reconnecting until told to stop.
 fn peer_body(handle: tokio::runtime::Handle, me: String) -> PeerBody {
-    Arc::new(move |peer: String, addr: String, stop: CancellationToken, stats: Arc<PeerStats>| {
-        let me = me.clone();
-        handle.block_on(async move {
-            while !stop.is_cancelled() {
-                let session = async {
-                    let ch = clients::connect(&addr).await?;
-                    let mut stream = PeerClient::new(ch)
-                        .subscribe(SubscribeRequest { from: me.clone() })
-                        .await?
-                        .into_inner();
-                    stats.connected.store(true, Ordering::Relaxed);
-                    while let Some(msg) = stream.message().await? {
-                        stats.messages.fetch_add(1, Ordering::Relaxed);
-                        stats.metadata_version.store(msg.metadata_version, Ordering::Relaxed);
-                    }
-                    anyhow::Ok(())
-                };
-                tokio::select! {
-                    r = session => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, error = %e, "peer stream ended");
+    Arc::new(
+        move |peer: String, addr: String, stop: CancellationToken, stats: Arc<PeerStats>| {
+            let me = me.clone();
+            handle.block_on(async move {
+                while !stop.is_cancelled() {
+                    let session = async {
+                        let ch = clients::connect(&addr).await?;
+                        let mut stream = PeerClient::new(ch)
+                            .subscribe(SubscribeRequest { from: me.clone() })
+                            .await?
+                            .into_inner();
+                        stats.connected.store(true, Ordering::Relaxed);
+                        while let Some(msg) = stream.message().await? {
+                            stats.messages.fetch_add(1, Ordering::Relaxed);
+                            stats
+                                .metadata_version
+                                .store(msg.metadata_version, Ordering::Relaxed);
                         }
+                        anyhow::Ok(())
+                    };
+                    tokio::select! {
+                        r = session => {
+                            if let Err(e) = r {
+                                tracing::debug!(%peer, error = %e, "peer stream ended");
+                            }
+                        }
+                        _ = stop.cancelled() => break,
                     }
-                    _ = stop.cancelled() => break,
+                    stats.connected.store(false, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.cancelled() => break,
+                    }
                 }
-                stats.connected.store(false, Ordering::Relaxed);
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.cancelled() => break,
-                }
-            }
-        });
-    })
+            });
+        },
+    )
 }
 
 async fn retry<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> anyhow::Result<T>
@@ -326,7 +361,8 @@ where
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) if Instant::now() >= until => {
-                return Err(anyhow::anyhow!("{what}: {e}")).context(format!("gave up after {deadline:?}"));
+                return Err(anyhow::anyhow!("{what}: {e}"))
+                    .context(format!("gave up after {deadline:?}"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "{what} failed; retrying");
@@ -376,7 +412,10 @@ pub async fn run(
 
     let boot = Duration::from_secs(20);
     retry("register with membership", boot, || frontend.register()).await?;
-    retry("read the metadata store", boot, || frontend.refresh_metadata()).await?;
+    retry("read the metadata store", boot, || {
+        frontend.refresh_metadata()
+    })
+    .await?;
     retry("list members", boot, || frontend.poll_membership()).await?;
     serve::set_serving(&health, true).await;
 
@@ -397,45 +436,65 @@ pub async fn run(
     result
 }
 
-fn spawn_loops(fe: Arc<Frontend>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-    let every = |period: Duration, fe: Arc<Frontend>, token: CancellationToken, what: &'static str, f: fn(Arc<Frontend>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::Status>> + Send>>| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = token.cancelled() => return,
-                }
-                if let Err(e) = f(fe.clone()).await {
-                    tracing::warn!(error = %e, "{what} failed");
-                }
+/// Runs `f` every `period` until `token` is cancelled, logging failures.
+fn periodic<F, Fut>(
+    period: Duration,
+    token: CancellationToken,
+    what: &'static str,
+    f: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = token.cancelled() => return,
             }
-        })
+            if let Err(e) = f().await {
+                tracing::warn!(error = %e, "{what} failed");
+            }
+        }
+    })
+}
+
+fn spawn_loops(fe: Arc<Frontend>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    let membership = {
+        let fe = fe.clone();
+        periodic(
+            fe.config.membership_poll,
+            shutdown.clone(),
+            "membership poll",
+            move || {
+                let fe = fe.clone();
+                async move { fe.poll_membership().await }
+            },
+        )
     };
-    vec![
-        every(fe.config.membership_poll, fe.clone(), shutdown.clone(), "membership poll", |fe| {
-            Box::pin(async move { fe.poll_membership().await })
-        }),
-        every(fe.config.heartbeat_interval, fe.clone(), shutdown.clone(), "heartbeat", |fe| {
-            Box::pin(async move {
-                let known = MembershipClient::new(fe.backend.clone())
-                    .heartbeat(pb::HeartbeatRequest {
-                        id: fe.config.id.clone(),
-                        incarnation: fe.incarnation.load(Ordering::Relaxed),
-                    })
-                    .await?
-                    .into_inner()
-                    .known;
-                if !known {
-                    tracing::warn!("membership forgot us; registering again");
-                    fe.register().await?;
-                }
-                Ok(())
-            })
-        }),
-        every(Duration::from_secs(2), fe, shutdown, "metadata refresh", |fe| {
-            Box::pin(async move { fe.refresh_metadata().await })
-        }),
-    ]
+    let heartbeat = {
+        let fe = fe.clone();
+        periodic(
+            fe.config.heartbeat_interval,
+            shutdown.clone(),
+            "heartbeat",
+            move || {
+                let fe = fe.clone();
+                async move { fe.heartbeat().await }
+            },
+        )
+    };
+    let metadata = periodic(
+        Duration::from_secs(2),
+        shutdown,
+        "metadata refresh",
+        move || {
+            let fe = fe.clone();
+            async move { fe.refresh_metadata().await }
+        },
+    );
+    vec![membership, heartbeat, metadata]
 }

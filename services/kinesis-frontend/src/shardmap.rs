@@ -183,7 +183,8 @@ impl ShardMap {
             }
             stay
         });
-        self.pending.retain(|id, _| current.contains_key(id.as_str()));
+        self.pending
+            .retain(|id, _| current.contains_key(id.as_str()));
         let first = !self.bootstrapped;
         self.bootstrapped = true;
         for (id, addr) in &current {

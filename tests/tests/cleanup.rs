@@ -1,0 +1,145 @@
+//! Nothing leaks: no process and no cgroup survive `cascade down`, Ctrl-C of
+//! a foreground `cascade up`, SIGKILL of the supervisor, or a failing test.
+
+use std::time::Duration;
+
+use cascade_tests::{Fleet, Home, eventually, process_alive};
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+fn started(tag: &str) -> (Fleet, String) {
+    let fleet = Fleet::up(
+        tag,
+        &[
+            "--frontends",
+            "3",
+            "--thread-limit",
+            "16",
+            "--time-scale",
+            "3600",
+        ],
+    );
+    fleet.wait_status("3 front-ends observed", Duration::from_secs(20), |s| {
+        Fleet::frontends(s)
+            .iter()
+            .all(|f| f["shard_map"] == "ready")
+    });
+    let run_id = fleet.run_id();
+    assert!(!fleet.seen_pids.borrow().is_empty());
+    (fleet, run_id)
+}
+
+#[test]
+fn down_stops_everything() {
+    let (fleet, run_id) = started("down");
+    let out = fleet.ok(&["down"]);
+    assert!(out.contains("stopped"), "{out}");
+    fleet.assert_nothing_left(&run_id);
+    let again = fleet.ok(&["down"]);
+    assert!(again.contains("nothing is running"), "{again}");
+}
+
+#[test]
+fn sigkill_of_the_supervisor_takes_the_children_and_cgroups_with_it() {
+    let (fleet, run_id) = started("sigkill");
+    let pid = fleet.home.supervisor_pid().expect("supervisor pid");
+    kill(pid, libc::SIGKILL);
+    fleet.assert_nothing_left(&run_id);
+}
+
+#[test]
+fn ctrl_c_of_a_foreground_up_stops_everything() {
+    let home = Home::new("ctrlc");
+    let mut child = home
+        .command(&[
+            "up",
+            "--frontends",
+            "2",
+            "--thread-limit",
+            "16",
+            "--time-scale",
+            "3600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cascade up");
+    let fleet = Fleet {
+        home,
+        seen_pids: Default::default(),
+    };
+    let s = eventually(
+        "the foreground fleet to be up",
+        Duration::from_secs(30),
+        || {
+            if fleet.home.supervisor_pid().is_none() {
+                return Err("no supervisor.json yet".into());
+            }
+            let s = fleet.status();
+            if Fleet::frontends(&s).len() == 2 {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    let run_id = std::path::Path::new(s["run_dir"].as_str().unwrap_or_default())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    kill(child.id(), libc::SIGINT);
+    let status = eventually(
+        "cascade up to exit after SIGINT",
+        Duration::from_secs(20),
+        || {
+            child
+                .try_wait()
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "still running".to_owned())
+        },
+    );
+    assert!(
+        status.success(),
+        "a Ctrl-C shutdown is a clean exit: {status}"
+    );
+    fleet.assert_nothing_left(&run_id);
+}
+
+#[test]
+fn a_failing_test_leaves_nothing_behind() {
+    let mut leftovers = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (fleet, run_id) = started("panic");
+        leftovers = Some((fleet.seen_pids.borrow().clone(), run_id));
+        panic!("deliberate failure with a fleet up");
+    }));
+    assert!(result.is_err());
+    let (pids, run_id) = leftovers.expect("the fleet was up before the panic");
+    eventually(
+        "every process gone after the failed test",
+        Duration::from_secs(15),
+        || {
+            let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
+            if alive.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{alive:?}"))
+            }
+        },
+    );
+    eventually(
+        "cgroups gone after the failed test",
+        Duration::from_secs(15),
+        || {
+            let left = cascade_tests::cgroups_matching(&run_id);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+}
