@@ -211,14 +211,22 @@ fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
     let until = Instant::now()
         + Duration::from_secs(60)
         + Duration::from_millis(200 * u64::from(args.frontends));
-    let mut last_line = String::new();
+    let mut relayed = 0;
+    let started = Instant::now();
     loop {
+        // Relay the supervisor's progress lines (not its log records) as they appear.
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        for line in text.lines().skip(relayed) {
+            if line.starts_with("cascade:") && !line.contains("fleet up;") {
+                println!("{line}");
+            }
+        }
+        relayed = text.lines().count();
         if let Some(sup) = home::read(&home_dir)?
             && sup.pid == pid
         {
-            println!("{}", crate::launcher::log_tail(&log_path, 3));
             println!(
-                "cascade: fleet up (run {}); `cascade status`, `cascade down`",
+                "cascade: fleet up (run {}); `cascade status` to inspect, `cascade down` to stop",
                 sup.run_dir.display()
             );
             return Ok(());
@@ -233,14 +241,9 @@ fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
             let _ = child.kill();
             bail!(
                 "the fleet was not up after {:?}; supervisor killed. Last log lines:\n{}",
-                until.elapsed(),
+                started.elapsed(),
                 crate::launcher::log_tail(&log_path, 20)
             );
-        }
-        let line = crate::launcher::log_tail(&log_path, 1);
-        if line != last_line && line.starts_with("cascade:") {
-            println!("{line}");
-            last_line = line;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod procs;
+
 /// Directory of the workspace's built binaries (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CASCADE_BIN_DIR") {

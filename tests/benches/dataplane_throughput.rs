@@ -1,0 +1,160 @@
+//! Data-plane throughput: PutRecord through one front-end to the back end
+//! (two real processes, two gRPC hops), as a ratio to a plain tonic server
+//! answering the same PutRecord at once (one process, one hop), both driven
+//! by the same closed-loop load generator in the same run.
+//!
+//!   cargo build --release --workspace --bins
+//!   cargo bench -p cascade-tests --bench dataplane_throughput -- [seconds] [concurrency]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cascade_proto::kinesis as pb;
+use cascade_proto::kinesis::kinesis_client::KinesisClient;
+use cascade_proto::kinesis::kinesis_server::{Kinesis, KinesisServer};
+use cascade_tests::procs;
+use tonic::{Request, Response, Status};
+
+/// The baseline: answers PutRecord immediately, nothing else.
+struct Echo;
+
+#[tonic::async_trait]
+impl Kinesis for Echo {
+    async fn create_stream(
+        &self,
+        _: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        Ok(Response::new(pb::CreateStreamResponse::default()))
+    }
+    async fn put_record(
+        &self,
+        r: Request<pb::PutRecordRequest>,
+    ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        Ok(Response::new(pb::PutRecordResponse {
+            shard_id: r.into_inner().partition_key,
+            sequence_number: "0".into(),
+        }))
+    }
+    async fn put_records(
+        &self,
+        _: Request<pb::PutRecordsRequest>,
+    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_shard_iterator(
+        &self,
+        _: Request<pb::GetShardIteratorRequest>,
+    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn get_records(
+        &self,
+        _: Request<pb::GetRecordsRequest>,
+    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_shards(
+        &self,
+        _: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+}
+
+fn serve_echo(addr: String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(KinesisServer::new(Echo))
+            .serve(addr.parse().expect("addr"))
+            .await
+            .expect("echo server");
+    });
+}
+
+async fn load(addr: &str, secs: u64, concurrency: usize) -> f64 {
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let ch = cascade_core::clients::connect(addr).await.expect("connect");
+        clients.push(KinesisClient::new(ch));
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let warm = Instant::now() + Duration::from_millis(500);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut c = clients[i % clients.len()].clone();
+        let (done, errors) = (done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                let req = pb::PutRecordRequest {
+                    stream_name: "bench".into(),
+                    partition_key: format!("key-{i}-{n}"),
+                    data: vec![b'x'; 100],
+                    explicit_hash_key: String::new(),
+                };
+                n += 1;
+                match c.put_record(req).await {
+                    Ok(_) if Instant::now() > warm => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    assert_eq!(e, 0, "{e} PutRecord calls failed against {addr}");
+    done.load(Ordering::Relaxed) as f64 / (secs as f64 - 0.5)
+}
+
+fn main() {
+    if let Ok(addr) = std::env::var("CASCADE_LISTEN") {
+        serve_echo(addr);
+        return;
+    }
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let secs = args.first().copied().unwrap_or(5).max(2);
+    let concurrency = args.get(1).copied().unwrap_or(32) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let echo = procs::start_command(std::process::Command::new(std::env::current_exe().expect("exe")));
+        procs::wait_serving(&echo.addr, Duration::from_secs(20)).await;
+        let base = load(&echo.addr, secs, concurrency).await;
+        drop(echo);
+
+        let backend = procs::start("kinesis-backend", &[]);
+        procs::wait_serving(&backend.addr, Duration::from_secs(20)).await;
+        let fe = procs::start("kinesis-frontend", &["--id", "fe-0", "--backend", &backend.addr].map(str::to_owned));
+        procs::wait_serving(&fe.addr, Duration::from_secs(20)).await;
+        let mut c = KinesisClient::new(cascade_core::clients::connect(&fe.addr).await.expect("connect"));
+        c.create_stream(pb::CreateStreamRequest { stream_name: "bench".into(), shard_count: 4 }).await.expect("create");
+        let through = load(&fe.addr, secs, concurrency).await;
+
+        println!("baseline: plain tonic PutRecord server: {base:.0} calls/s ({concurrency} in flight, {secs} s)");
+        println!("front-end -> back end PutRecord: {through:.0} calls/s");
+        println!("dataplane_throughput: {:.2}x the plain tonic server (target >= 0.4x)", through / base);
+    });
+}
