@@ -88,6 +88,19 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(incoming, routes, shutdown).await
+}
+
+/// Serves `routes` on connections from `incoming` (for a service that
+/// accepts connections itself) until `shutdown`, with the same bounded drain.
+pub async fn serve_incoming<S>(
+    incoming: S,
+    routes: Routes,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
+{
     let token = shutdown.clone();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()

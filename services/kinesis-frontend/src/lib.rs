@@ -5,6 +5,7 @@
 //! limit on 2020-11-25 once existing servers learned of new capacity.
 
 pub mod api;
+pub mod peerwire;
 pub mod shardmap;
 
 use std::collections::HashMap;
@@ -17,9 +18,7 @@ use anyhow::Context;
 use cascade_core::clients;
 use cascade_core::serve::{self, StatusSource};
 use cascade_proto::control::{FrontendStatus, ProcessStatus};
-use cascade_proto::frontend::peer_client::PeerClient;
-use cascade_proto::frontend::peer_server::{Peer, PeerServer};
-use cascade_proto::frontend::{PeerMessage, ShardOwnership, SubscribeRequest};
+use cascade_proto::frontend::{PeerMessage, ShardOwnership};
 use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_client::KinesisClient;
 use cascade_proto::kinesis::kinesis_server::KinesisServer;
@@ -270,85 +269,57 @@ impl StatusSource for Frontend {
     }
 }
 
-/// Serves this front-end's messages to a subscribed peer.
-struct PeerService {
-    frontend: Arc<Frontend>,
-    shutdown: CancellationToken,
-}
-
-#[tonic::async_trait]
-impl Peer for PeerService {
-    type SubscribeStream =
-        tokio_stream::wrappers::ReceiverStream<Result<PeerMessage, tonic::Status>>;
-
-    async fn subscribe(
-        &self,
-        req: tonic::Request<SubscribeRequest>,
-    ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
-        tracing::debug!(from = %req.get_ref().from, "peer subscribed");
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let frontend = self.frontend.clone();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(frontend.config.gossip_interval);
-            let mut seq = 0;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                seq += 1;
-                if tx.send(Ok(frontend.peer_message(seq))).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-    }
-}
-
-/// The body of a `peer-<id>` thread: it blocks on the shared runtime's
-/// handle, holding its peer's stream, reconnecting until told to stop.
-fn peer_body(handle: tokio::runtime::Handle, me: String) -> PeerBody {
+/// What every `peer-<id>` thread runs: a blocking read of that peer's stream.
+fn peer_body(me: String) -> PeerBody {
     Arc::new(
         move |peer: String, addr: String, stop: CancellationToken, stats: Arc<PeerStats>| {
-            let me = me.clone();
-            handle.block_on(async move {
-                while !stop.is_cancelled() {
-                    let session = async {
-                        let ch = clients::connect(&addr).await?;
-                        let mut stream = PeerClient::new(ch)
-                            .subscribe(SubscribeRequest { from: me.clone() })
-                            .await?
-                            .into_inner();
-                        stats.connected.store(true, Ordering::Relaxed);
-                        while let Some(msg) = stream.message().await? {
-                            stats.messages.fetch_add(1, Ordering::Relaxed);
-                            stats
-                                .metadata_version
-                                .store(msg.metadata_version, Ordering::Relaxed);
-                        }
-                        anyhow::Ok(())
-                    };
-                    tokio::select! {
-                        r = session => {
-                            if let Err(e) = r {
-                                tracing::debug!(%peer, error = %e, "peer stream ended");
-                            }
-                        }
-                        _ = stop.cancelled() => break,
-                    }
-                    stats.connected.store(false, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.cancelled() => break,
-                    }
-                }
-            });
+            peerwire::read_peer(&me, &peer, &addr, &stop, &stats);
         },
     )
+}
+
+/// Accepts connections on the service port: peer subscriptions are served
+/// here, everything else (HTTP/2, i.e. gRPC) is handed to tonic.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    grpc: tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
+    fe: Arc<Frontend>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let (grpc, fe, shutdown) = (grpc.clone(), fe.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let peeked =
+                tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await;
+            if !matches!(peeked, Ok(Ok(1))) {
+                return;
+            }
+            if peerwire::is_peer_connection(first[0]) {
+                let interval = fe.config.gossip_interval;
+                if let Err(e) = peerwire::serve_subscriber(stream, interval, shutdown, |seq| {
+                    fe.peer_message(seq)
+                })
+                .await
+                {
+                    tracing::debug!(error = %e, "peer subscriber gone");
+                }
+            } else {
+                let _ = grpc.send(Ok(stream)).await;
+            }
+        });
+    }
 }
 
 async fn retry<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> anyhow::Result<T>
@@ -391,7 +362,7 @@ pub async fn run(
     let backend = clients::lazy_channel(&config.backend, config.backend_timeout)
         .with_context(|| format!("--backend {:?}", config.backend))?;
     let frontend = Arc::new(Frontend {
-        peer_body: peer_body(tokio::runtime::Handle::current(), config.id.clone()),
+        peer_body: peer_body(config.id.clone()),
         config,
         addr,
         base_threads,
@@ -402,13 +373,20 @@ pub async fn run(
         owners: Mutex::default(),
     });
     let (routes, health) = serve::base_routes(frontend.clone())?;
-    let routes = routes
-        .add_service(KinesisServer::new(api::FrontendApi(frontend.clone())))
-        .add_service(PeerServer::new(PeerService {
-            frontend: frontend.clone(),
-            shutdown: shutdown.clone(),
-        }));
-    let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
+    let routes = routes.add_service(KinesisServer::new(api::FrontendApi(frontend.clone())));
+    tracing::info!(addr = %listener.local_addr()?, "serving gRPC and peer streams");
+    let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        grpc_tx,
+        frontend.clone(),
+        shutdown.clone(),
+    ));
+    let server = tokio::spawn(serve::serve_incoming(
+        tokio_stream::wrappers::ReceiverStream::new(grpc_rx),
+        routes,
+        shutdown.clone(),
+    ));
 
     let boot = Duration::from_secs(20);
     retry("register with membership", boot, || frontend.register()).await?;
@@ -421,6 +399,7 @@ pub async fn run(
 
     let loops = spawn_loops(frontend.clone(), shutdown.clone());
     let result = server.await.context("server task")?;
+    accept.abort();
     for l in loops {
         l.abort();
     }
