@@ -101,6 +101,13 @@ pub async fn serve_incoming<S>(
 where
     S: tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send + 'static,
 {
+    use tokio_stream::StreamExt as _;
+    // Small request/response exchanges: never let Nagle hold a reply back.
+    let incoming = incoming.map(|c| {
+        c.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
     let token = shutdown.clone();
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()

@@ -20,13 +20,11 @@ pub struct FrontendApi(pub Arc<Frontend>);
 
 impl FrontendApi {
     /// The routes of `stream`, re-reading the metadata store once on a miss.
-    async fn routes(&self, stream: &str) -> Result<Vec<ShardRoute>, ServiceError> {
+    async fn routes(&self, stream: &str) -> Result<Arc<[ShardRoute]>, ServiceError> {
         keyspace::validate_stream_name(stream)?;
-        let lookup = |fe: &Frontend| -> Result<Option<Vec<ShardRoute>>, ServiceError> {
+        let lookup = |fe: &Frontend| -> Result<Option<Arc<[ShardRoute]>>, ServiceError> {
             let map = fe.map();
-            map.routes(stream)
-                .map(|r| r.map(<[ShardRoute]>::to_vec))
-                .map_err(ServiceError::Unavailable)
+            map.routes(stream).map_err(ServiceError::Unavailable)
         };
         if let Some(r) = lookup(&self.0)? {
             return Ok(r);
@@ -193,12 +191,12 @@ impl Kinesis for FrontendApi {
         let routes = self.routes(stream).await?;
         Ok(Response::new(pb::ListShardsResponse {
             shards: routes
-                .into_iter()
+                .iter()
                 .map(|r| pb::Shard {
-                    shard_id: r.shard_id,
+                    shard_id: r.shard_id.clone(),
                     starting_hash_key: r.start.to_string(),
                     ending_hash_key: r.end.to_string(),
-                    owner: r.owner,
+                    owner: r.owner.clone(),
                 })
                 .collect(),
         }))

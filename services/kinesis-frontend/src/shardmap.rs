@@ -95,7 +95,7 @@ pub struct ShardMap {
     /// Construction state.
     pub state: MapState,
     /// stream name -> shard routes, from the metadata store.
-    pub streams: HashMap<String, Vec<ShardRoute>>,
+    pub streams: HashMap<String, Arc<[ShardRoute]>>,
     /// Metadata-store version the routes came from.
     pub metadata_version: u64,
     /// Known peers (learned members other than ourselves).
@@ -276,9 +276,9 @@ impl ShardMap {
     }
 
     /// Routes for a stream, or why there are none.
-    pub fn routes(&self, stream: &str) -> Result<Option<&[ShardRoute]>, String> {
+    pub fn routes(&self, stream: &str) -> Result<Option<Arc<[ShardRoute]>>, String> {
         match &self.state {
-            MapState::Ready => Ok(self.streams.get(stream).map(Vec::as_slice)),
+            MapState::Ready => Ok(self.streams.get(stream).cloned()),
             MapState::Building => Err(format!(
                 "shard map is still being built ({} peers known, {} threads up); retry shortly",
                 self.peers_known(),
