@@ -11,6 +11,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/cascade/frontend.proto",
         "proto/cascade/control.proto",
         "proto/cascade/supervisor.proto",
+        "proto/cascade/cognito.proto",
+        "proto/cascade/cloudwatch.proto",
+        "proto/cascade/lambda.proto",
+        "proto/cascade/eventbridge.proto",
+        "proto/cascade/ecs.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -23,6 +23,31 @@ pub mod supervisor {
     tonic::include_proto!("cascade.supervisor.v1");
 }
 
+/// Cognito user and identity pools.
+pub mod cognito {
+    tonic::include_proto!("cascade.cognito.v1");
+}
+
+/// CloudWatch metrics and alarms.
+pub mod cloudwatch {
+    tonic::include_proto!("cascade.cloudwatch.v1");
+}
+
+/// Lambda invocations.
+pub mod lambda {
+    tonic::include_proto!("cascade.lambda.v1");
+}
+
+/// EventBridge bus, rules and targets.
+pub mod eventbridge {
+    tonic::include_proto!("cascade.eventbridge.v1");
+}
+
+/// ECS tasks and services.
+pub mod ecs {
+    tonic::include_proto!("cascade.ecs.v1");
+}
+
 /// Encoded `FileDescriptorSet` of every service, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cascade_descriptor.bin"));

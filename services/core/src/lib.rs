@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod error;
 pub mod keyspace;
+pub mod kinesis;
 pub mod listen;
 pub mod runtime;
 pub mod serve;

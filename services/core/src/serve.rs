@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cascade_proto::control::control_server::{Control, ControlServer};
-use cascade_proto::control::{GetStatusRequest, ProcessStatus};
+use cascade_proto::control::{
+    ConfigureRequest, ConfigureResponse, GetStatusRequest, ProcessStatus,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -15,10 +17,18 @@ pub use tonic_health::server::HealthReporter;
 /// How long in-flight calls get to finish after shutdown starts.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
-/// What a process reports through `Control.GetStatus`.
+/// What a process reports through `Control.GetStatus`, and the live settings
+/// it accepts through `Control.Configure`.
 pub trait StatusSource: Send + Sync + 'static {
     /// A snapshot of this process's status.
     fn status(&self) -> ProcessStatus;
+
+    /// Applies a live setting; returns the setting as now in force.
+    fn configure(&self, key: &str, _value: &str) -> Result<String, crate::ServiceError> {
+        Err(crate::ServiceError::invalid(format!(
+            "key: {key:?} is not a setting of this service"
+        )))
+    }
 }
 
 /// The plain status of a process with nothing particular to report.
@@ -35,6 +45,7 @@ impl StatusSource for BasicStatus {
             pid: std::process::id(),
             threads: crate::runtime::count_threads(),
             frontend: None,
+            info: Default::default(),
         }
     }
 }
@@ -50,6 +61,16 @@ impl Control for ControlService {
         _req: Request<GetStatusRequest>,
     ) -> Result<Response<ProcessStatus>, Status> {
         Ok(Response::new(self.status.status()))
+    }
+
+    async fn configure(
+        &self,
+        req: Request<ConfigureRequest>,
+    ) -> Result<Response<ConfigureResponse>, Status> {
+        let r = req.into_inner();
+        let applied = self.status.configure(&r.key, &r.value)?;
+        tracing::info!(key = %r.key, %applied, "setting changed");
+        Ok(Response::new(ConfigureResponse { applied }))
     }
 }
 

@@ -265,6 +265,7 @@ impl StatusSource for Frontend {
                 }
                 .to_owned(),
             }),
+            info: Default::default(),
         }
     }
 }

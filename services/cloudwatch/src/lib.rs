@@ -1,0 +1,1 @@
+//! cloudwatch (being built).

@@ -1,0 +1,2 @@
+//! `cloudwatch` binary (being built).
+fn main() {}

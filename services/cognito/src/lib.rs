@@ -1,0 +1,1 @@
+//! cognito (being built).

@@ -1,0 +1,2 @@
+//! `cognito` binary (being built).
+fn main() {}

@@ -1,0 +1,259 @@
+//! Using Kinesis the way AWS's internal services do: through the front-end
+//! fleet. `KinesisProducer` discovers the fleet's front-ends from membership
+//! (like a load balancer's target list) and spreads calls over them;
+//! `StreamReader` follows every shard of a stream. When the fleet's
+//! shard-maps are unusable these calls fail with the front-ends' own
+//! UNAVAILABLE, and the caller's mechanism (buffer, retry, error) takes over.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cascade_proto::kinesis as pb;
+use cascade_proto::kinesis::kinesis_client::KinesisClient;
+use cascade_proto::kinesis::membership_client::MembershipClient;
+use tonic::transport::Channel;
+
+use crate::{ServiceError, clients};
+
+/// How often the front-end list is re-read from membership.
+const REFRESH: Duration = Duration::from_secs(2);
+
+/// Flags of every service that writes to or reads from Kinesis.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KinesisArgs {
+    /// Address of the Kinesis back end (its membership service lists the front-ends).
+    #[arg(long, env = "CASCADE_KINESIS_BACKEND")]
+    pub kinesis_backend: String,
+    /// Which front-end fleet to use: "" is the main fleet; a partitioned fleet has its own name.
+    #[arg(long, env = "CASCADE_KINESIS_FLEET", default_value = "")]
+    pub kinesis_fleet: String,
+    /// Deadline of each Kinesis call.
+    #[arg(long, env = "CASCADE_KINESIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub kinesis_timeout: Duration,
+}
+
+/// A Kinesis client spread over the front-end fleet.
+#[derive(Debug)]
+pub struct KinesisProducer {
+    args: KinesisArgs,
+    membership: MembershipClient<Channel>,
+    /// Front-end address -> client; refreshed from membership.
+    frontends: Mutex<(Instant, BTreeMap<String, KinesisClient<Channel>>)>,
+    next: AtomicUsize,
+}
+
+impl KinesisProducer {
+    /// A producer for `args`; connects lazily.
+    pub fn new(args: KinesisArgs) -> anyhow::Result<Self> {
+        let ch = clients::lazy_channel(&args.kinesis_backend, args.kinesis_timeout)?;
+        Ok(Self {
+            args,
+            membership: MembershipClient::new(ch),
+            frontends: Mutex::new((Instant::now() - REFRESH * 2, BTreeMap::new())),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The next front-end to call, round-robin.
+    pub async fn client(&self) -> Result<KinesisClient<Channel>, ServiceError> {
+        let stale = {
+            let g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+            g.0.elapsed() > REFRESH || g.1.is_empty()
+        };
+        if stale {
+            self.refresh().await?;
+        }
+        let g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1.is_empty() {
+            return Err(ServiceError::unavailable(format!(
+                "Kinesis: no front-ends in fleet {:?}",
+                self.args.kinesis_fleet
+            )));
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % g.1.len();
+        Ok(g.1.values().nth(i).cloned().expect("index is in range"))
+    }
+
+    async fn refresh(&self) -> Result<(), ServiceError> {
+        let members = self
+            .membership
+            .clone()
+            .list_members(pb::ListMembersRequest {
+                fleet: self.args.kinesis_fleet.clone(),
+            })
+            .await
+            .map_err(|s| ServiceError::unavailable(format!("Kinesis membership: {}", s.message())))?
+            .into_inner()
+            .members;
+        let mut g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = BTreeMap::new();
+        for m in members {
+            let c = match g.1.get(&m.addr) {
+                Some(c) => c.clone(),
+                None => match clients::lazy_channel(&m.addr, self.args.kinesis_timeout) {
+                    Ok(ch) => KinesisClient::new(ch),
+                    Err(_) => continue,
+                },
+            };
+            fresh.insert(m.addr, c);
+        }
+        *g = (Instant::now(), fresh);
+        Ok(())
+    }
+
+    /// Creates `stream` with `shards` shards unless it already exists.
+    pub async fn ensure_stream(&self, stream: &str, shards: u32) -> Result<(), ServiceError> {
+        let r = self
+            .client()
+            .await?
+            .create_stream(pb::CreateStreamRequest {
+                stream_name: stream.to_owned(),
+                shard_count: shards,
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(s) => Err(s.into()),
+        }
+    }
+
+    /// Puts records (partition key, data) with one PutRecords call. Any
+    /// failed entry fails the whole call, so the caller keeps the batch.
+    pub async fn put_records(
+        &self,
+        stream: &str,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), ServiceError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let resp = self
+            .client()
+            .await?
+            .put_records(pb::PutRecordsRequest {
+                stream_name: stream.to_owned(),
+                records: records
+                    .into_iter()
+                    .map(|(partition_key, data)| pb::PutRecordsEntry {
+                        partition_key,
+                        data,
+                        explicit_hash_key: String::new(),
+                    })
+                    .collect(),
+            })
+            .await?
+            .into_inner();
+        if resp.failed_record_count > 0 {
+            let first = resp
+                .records
+                .iter()
+                .find(|r| !r.error_code.is_empty())
+                .map(|r| format!("{}: {}", r.error_code, r.error_message))
+                .unwrap_or_default();
+            return Err(ServiceError::unavailable(format!(
+                "Kinesis: {} of the records failed ({first})",
+                resp.failed_record_count
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Follows every shard of one stream from where it was when first polled.
+#[derive(Debug)]
+pub struct StreamReader {
+    stream: String,
+    from_start: bool,
+    /// shard id -> next iterator.
+    iterators: BTreeMap<String, String>,
+}
+
+impl StreamReader {
+    /// A reader of `stream`; `from_start` reads from TRIM_HORIZON, else from LATEST.
+    pub fn new(stream: &str, from_start: bool) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            from_start,
+            iterators: BTreeMap::new(),
+        }
+    }
+
+    /// Reads whatever is new on every shard (at most `limit` per shard).
+    pub async fn poll(
+        &mut self,
+        kinesis: &KinesisProducer,
+        limit: u32,
+    ) -> Result<Vec<pb::Record>, ServiceError> {
+        if self.iterators.is_empty() {
+            let mut c = kinesis.client().await?;
+            let shards = c
+                .list_shards(pb::ListShardsRequest {
+                    stream_name: self.stream.clone(),
+                })
+                .await?
+                .into_inner()
+                .shards;
+            let kind = if self.from_start {
+                pb::ShardIteratorType::TrimHorizon
+            } else {
+                pb::ShardIteratorType::Latest
+            };
+            for s in shards {
+                let it = c
+                    .get_shard_iterator(pb::GetShardIteratorRequest {
+                        stream_name: self.stream.clone(),
+                        shard_id: s.shard_id.clone(),
+                        shard_iterator_type: kind as i32,
+                        starting_sequence_number: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .shard_iterator;
+                self.iterators.insert(s.shard_id, it);
+            }
+        }
+        let mut out = Vec::new();
+        for it in self.iterators.values_mut() {
+            let resp = kinesis
+                .client()
+                .await?
+                .get_records(pb::GetRecordsRequest {
+                    shard_iterator: it.clone(),
+                    limit,
+                })
+                .await?
+                .into_inner();
+            *it = resp.next_shard_iterator;
+            out.extend(resp.records);
+        }
+        Ok(out)
+    }
+}
+
+/// The incident clock: `--time-scale` incident seconds per wall second.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct TimeArgs {
+    /// Incident seconds per wall second (360: one incident hour lasts 10 s).
+    #[arg(long, env = "CASCADE_TIME_SCALE", default_value_t = 360.0, value_parser = parse_time_scale)]
+    pub time_scale: f64,
+}
+
+impl TimeArgs {
+    /// Wall time of `incident_secs` incident seconds.
+    pub fn wall(&self, incident_secs: f64) -> Duration {
+        Duration::from_secs_f64(incident_secs / self.time_scale)
+    }
+}
+
+/// Parses a positive, finite time scale.
+pub fn parse_time_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of incident seconds per wall second (e.g. 360)"
+        )),
+    }
+}

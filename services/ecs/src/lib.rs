@@ -1,0 +1,1 @@
+//! ecs (being built).

@@ -1,0 +1,2 @@
+//! `ecs` binary (being built).
+fn main() {}

@@ -1,0 +1,1 @@
+//! eventbridge (being built).

@@ -1,0 +1,2 @@
+//! `eventbridge` binary (being built).
+fn main() {}

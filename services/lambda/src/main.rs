@@ -1,0 +1,2 @@
+//! `lambda` binary (being built).
+fn main() {}
