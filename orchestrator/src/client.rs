@@ -151,6 +151,7 @@ pub async fn down() -> anyhow::Result<()> {
 pub fn detach(args: &UpArgs) -> ExitCode {
     if let Err(e) =
         crate::supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers)
+            .and_then(|()| crate::topology::validate(&args.topology))
     {
         eprintln!("cascade up: {e:#}");
         return ExitCode::from(64);
@@ -189,6 +190,7 @@ fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
         .args(["--enforcement", &name(args.enforcement.to_possible_value())])
         .args(["--bootstrap", &name(args.bootstrap.to_possible_value())])
         .args(["--learning-jitter", &args.learning_jitter.to_string()])
+        .args(args.topology.to_args())
         .arg("--daemon")
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
@@ -453,5 +455,211 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `cascade probe` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeArgs {
+    /// Service to call: kinesis, cognito, cloudwatch, lambda, eventbridge or ecs.
+    pub service: String,
+    /// Calls to make, one after the other.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub count: u32,
+    /// Deadline of each call.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
+    /// Print `{"service","ok","failed","p50_ms","p99_ms","errors":{..}}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cascade probe <service>`: reports; does not judge (exit 0 even when calls fail).
+pub async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let svc = crate::topology::Service::parse(&args.service).ok_or_else(|| {
+        UsageError(format!(
+            "unknown service {:?}; valid: {}",
+            args.service,
+            crate::topology::Service::ALL.map(|s| s.name()).join(", ")
+        ))
+    })?;
+    let st = fetch_status().await?;
+    let backend = st
+        .services
+        .iter()
+        .find(|s| s.name == "kinesis-backend")
+        .map(|s| s.addr.clone())
+        .unwrap_or_default();
+    let mut targets = crate::traffic::Targets {
+        backend,
+        services: Default::default(),
+    };
+    if svc != crate::topology::Service::Kinesis {
+        let entry = st
+            .services
+            .iter()
+            .find(|s| s.name == svc.name())
+            .ok_or_else(|| UsageError(format!("{} is not running in this fleet", svc.name())))?;
+        targets.services.insert(
+            svc,
+            entry.instances.iter().map(|i| i.addr.clone()).collect(),
+        );
+    }
+    let caller = crate::traffic::Caller::new(&targets, args.deadline)?;
+    let mut bucket = crate::traffic::Bucket::default();
+    for n in 0..u64::from(args.count) {
+        let t0 = Instant::now();
+        let r = caller.call(svc, n).await;
+        bucket
+            .latencies_ms
+            .push(t0.elapsed().as_secs_f64() * 1000.0);
+        match r {
+            Ok(()) => bucket.ok += 1,
+            Err(s) => {
+                bucket.failed += 1;
+                *bucket
+                    .errors
+                    .entry(crate::traffic::code_name(s.code()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let sum = crate::traffic::Summary::of(std::iter::once(&bucket));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "service": svc.name(), "ok": sum.ok, "failed": sum.failed,
+                "p50_ms": sum.p50_ms, "p99_ms": sum.p99_ms, "errors": sum.errors,
+            })
+        );
+    } else {
+        println!(
+            "{}: {} ok, {} failed, p50 {:.1} ms, p99 {:.1} ms{}",
+            svc.name(),
+            sum.ok,
+            sum.failed,
+            sum.p50_ms,
+            sum.p99_ms,
+            if sum.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", errors {:?}", sum.errors)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `cascade shd ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ShdCmd {
+    /// Post a status update: signs in through Cognito (the primary tool), or
+    /// uses the backup tool with minimal dependencies.
+    Post {
+        /// The update to post.
+        message: String,
+        /// Use the backup tool (no Cognito sign-in).
+        #[arg(long)]
+        backup: bool,
+        /// Operator user for the Cognito sign-in.
+        #[arg(long, default_value = "operator")]
+        user: String,
+        /// Operator password for the Cognito sign-in.
+        #[arg(
+            long,
+            default_value = "operator-password",
+            env = "CASCADE_SHD_PASSWORD"
+        )]
+        password: String,
+    },
+    /// List the posts.
+    List,
+}
+
+/// Runs a `cascade shd` command.
+pub async fn shd(cmd: ShdCmd) -> anyhow::Result<()> {
+    match cmd {
+        ShdCmd::Post {
+            message,
+            backup,
+            user,
+            password,
+        } => {
+            let token = if backup {
+                String::new()
+            } else {
+                let st = fetch_status().await?;
+                let cognito = st
+                    .services
+                    .iter()
+                    .find(|s| s.name == "cognito")
+                    .map(|s| s.addr.clone())
+                    .filter(|a| !a.is_empty())
+                    .context("Cognito is not running; the primary SHD tool cannot sign in (use --backup)")?;
+                let ch = cascade_core::clients::endpoint(&cognito)?
+                    .timeout(Duration::from_secs(2))
+                    .connect_lazy();
+                cascade_proto::cognito::cognito_client::CognitoClient::new(ch)
+                    .sign_in(cascade_proto::cognito::SignInRequest {
+                        username: user,
+                        password,
+                    })
+                    .await
+                    .map_err(|s| {
+                        anyhow::anyhow!(
+                            "primary SHD tool: Cognito sign-in failed: {:?}: {} (the backup tool, `cascade shd post --backup`, does not need Cognito)",
+                            s.code(),
+                            s.message()
+                        )
+                    })?
+                    .into_inner()
+                    .token
+            };
+            let post = supervisor()
+                .await?
+                .shd_post(sv::ShdPostRequest {
+                    message,
+                    token,
+                    backup,
+                })
+                .await
+                .map_err(|s| rpc_error("shd post", s))?
+                .into_inner()
+                .post
+                .context("no post returned")?;
+            println!("posted via the {} tool: {}", post.path, post.message);
+        }
+        ShdCmd::List => {
+            let posts = supervisor()
+                .await?
+                .shd_list(sv::ShdListRequest {})
+                .await
+                .map_err(|s| rpc_error("shd list", s))?
+                .into_inner()
+                .posts;
+            if posts.is_empty() {
+                println!("no posts yet");
+            }
+            for p in posts {
+                println!("{}  [{}] {}: {}", p.at_ms, p.path, p.operator, p.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cascade configure TARGET KEY VALUE`.
+pub async fn configure(target: String, key: String, value: String) -> anyhow::Result<()> {
+    let applied = supervisor()
+        .await?
+        .configure(sv::ConfigureRequest { target, key, value })
+        .await
+        .map_err(|s| rpc_error("configure", s))?
+        .into_inner()
+        .applied;
+    for (inst, v) in applied {
+        println!("{inst}: {v}");
+    }
     Ok(())
 }

@@ -7,6 +7,8 @@ mod launcher;
 mod limits;
 mod status;
 mod supervisor;
+mod topology;
+mod traffic;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -68,6 +70,20 @@ enum Command {
     /// Poke the data plane like `aws kinesis`.
     #[command(subcommand)]
     Kinesis(client::KinesisCmd),
+    /// Make one representative customer call to a service, N times, and report.
+    Probe(client::ProbeArgs),
+    /// Post to, or list, the Service Health Dashboard.
+    #[command(subcommand)]
+    Shd(client::ShdCmd),
+    /// Change a live setting (remediation toggle, buffer size) of a service or instance.
+    Configure {
+        /// A service name (every instance) or an instance name, e.g. cognito or cognito-0.
+        target: String,
+        /// The setting, e.g. mode, local_buffer, agent_buffer_max.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
     /// Stop every process of the running fleet and remove what it created.
     Down,
     /// Internal: wait for the supervisor to exit, then remove its cgroups.
@@ -103,6 +119,7 @@ fn main() -> ExitCode {
             Command::Up(args) => {
                 if let Err(e) =
                     supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers)
+                        .and_then(|()| topology::validate(&args.topology))
                 {
                     eprintln!("cascade up: {e:#}");
                     return ExitCode::from(EX_USAGE);
@@ -117,6 +134,11 @@ fn main() -> ExitCode {
                 report(client::restart(batch, interval).await)
             }
             Command::Kinesis(cmd) => report(client::kinesis(cmd).await),
+            Command::Probe(args) => report(client::probe(args).await),
+            Command::Shd(cmd) => report(client::shd(cmd).await),
+            Command::Configure { target, key, value } => {
+                report(client::configure(target, key, value).await)
+            }
             Command::Down => report(client::down().await),
             Command::Reap { .. } => ExitCode::SUCCESS,
         }

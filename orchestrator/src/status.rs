@@ -64,19 +64,46 @@ pub struct FrontendEntry {
     pub detail: String,
     /// The cgroup's `pids.events` max count: forks the kernel refused (cgroups only).
     pub cgroup_pids_events_max: Option<u64>,
+    /// Membership fleet: "" for the main fleet, "cloudwatch" for the partitioned one.
+    #[serde(default)]
+    pub fleet: String,
 }
 
 /// One service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceEntry {
     /// Service name.
     pub name: String,
-    /// OS pid (0 for a fleet).
+    /// OS pid of its first instance (0 for a fleet).
     pub pid: u32,
-    /// serving | degraded | down
+    /// serving | degraded | down, from customer traffic (ground truth).
     pub health: String,
     /// Why.
     pub detail: String,
+    /// Address of its first instance.
+    #[serde(default)]
+    pub addr: String,
+    /// Every instance, with the gauges it reports through Control.
+    #[serde(default)]
+    pub instances: Vec<InstanceEntry>,
+    /// Customer traffic over the health window.
+    #[serde(default)]
+    pub traffic: Option<crate::traffic::Summary>,
+}
+
+/// One process of a downstream service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InstanceEntry {
+    /// Instance name, e.g. `cognito-0`.
+    pub name: String,
+    /// OS pid.
+    pub pid: u32,
+    /// Address.
+    pub addr: String,
+    /// Whether Control.GetStatus answered.
+    pub reachable: bool,
+    /// The gauges it reports (buffer bytes, mode, counters).
+    pub info: std::collections::BTreeMap<String, String>,
 }
 
 impl Status {

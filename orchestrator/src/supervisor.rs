@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cascade_core::threadlimit::{self, InstanceCgroup};
+use cascade_proto::cognito::{self as cg, cognito_client::CognitoClient};
 use cascade_proto::control::GetStatusRequest;
 use cascade_proto::control::control_client::ControlClient;
 use cascade_proto::supervisor as sv;
@@ -25,7 +26,9 @@ use tonic::transport::Channel;
 use crate::home;
 use crate::launcher::{self, ChildLimit, ChildSpec, RunningChild};
 use crate::limits::{EnforcementPref, LimitPlan, ThreadLimitArg};
-use crate::status::{FrontendEntry, ServiceEntry, Status, ThreadLimit};
+use crate::status::{FrontendEntry, InstanceEntry, ServiceEntry, Status, ThreadLimit};
+use crate::topology::{self, Service, TopologyArgs};
+use crate::traffic::{self, Caller, Recorder};
 
 /// Largest fleet one run may hold.
 pub const MAX_FLEET: u32 = 512;
@@ -70,6 +73,8 @@ pub struct UpArgs {
     /// Fraction of the one-hour learning delay removed at random per front-end.
     #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
     pub learning_jitter: f64,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
@@ -116,6 +121,10 @@ pub fn check_host_budget(fleet: u32, limit: ThreadLimitArg, workers: u16) -> any
 struct Instance {
     name: String,
     id: String,
+    /// The service this process is part of (Kinesis for front-ends and back end).
+    service: Service,
+    /// Membership fleet of a front-end ("" main, "cloudwatch" partitioned).
+    fleet: String,
     addr: String,
     /// Bound here and kept across restarts, so the address never changes.
     listener: TcpListener,
@@ -135,7 +144,12 @@ impl Instance {
 #[derive(Default)]
 struct Fleet {
     backend: Option<Instance>,
+    /// The main front-end fleet (capacity changes and restarts act on it).
     frontends: Vec<Instance>,
+    /// CloudWatch's partitioned front-end fleet (remediation), if any.
+    cw_frontends: Vec<Instance>,
+    /// Downstream services (Cognito, CloudWatch, ...), in start order.
+    services: Vec<Instance>,
     next_index: u32,
 }
 
@@ -144,6 +158,8 @@ struct Fleet {
 struct RosterEntry {
     name: String,
     id: String,
+    service: Service,
+    fleet: String,
     pid: u32,
     addr: String,
     channel: Channel,
@@ -160,11 +176,21 @@ pub struct Supervisor {
     backend_entry: Mutex<Option<RosterEntry>>,
     snapshot: Mutex<HashMap<String, FrontendEntry>>,
     backend_health: Mutex<(String, String)>,
+    /// Downstream service processes being watched.
+    service_roster: Mutex<Vec<RosterEntry>>,
+    /// Instance name -> (reachable, Control info) from the last watch.
+    service_snapshot: Mutex<HashMap<String, (bool, HashMap<String, String>)>>,
+    /// Customer traffic history (ground truth of impact).
+    recorder: Arc<Recorder>,
+    /// Clients for customer calls and probes, once services are up.
+    caller: Mutex<Option<Arc<Caller>>>,
+    /// Service Health Dashboard posts.
+    shd: Mutex<Vec<sv::ShdPost>>,
     shutdown: CancellationToken,
 }
 
 impl Supervisor {
-    fn frontend_args(&self, id: &str, backend: &str) -> Vec<String> {
+    fn frontend_args(&self, id: &str, backend: &str, fleet: &str) -> Vec<String> {
         let bootstrap = match self.args.bootstrap {
             BootstrapArg::Peers => "peers",
             BootstrapArg::MetadataStore => "metadata-store",
@@ -184,6 +210,8 @@ impl Supervisor {
             bootstrap,
             "--workers",
             &self.args.workers.to_string(),
+            "--fleet",
+            fleet,
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -209,6 +237,8 @@ impl Supervisor {
         *self.backend_entry.lock().unwrap_or_else(|p| p.into_inner()) = Some(RosterEntry {
             name: spec.name.clone(),
             id: String::new(),
+            service: Service::Kinesis,
+            fleet: String::new(),
             pid: child.pid(),
             addr: addr.clone(),
             channel: cascade_core::clients::lazy_channel(&addr, Duration::from_secs(1))?,
@@ -217,6 +247,8 @@ impl Supervisor {
         fleet.backend = Some(Instance {
             name: spec.name,
             id: String::new(),
+            service: Service::Kinesis,
+            fleet: String::new(),
             addr,
             listener,
             child,
@@ -234,19 +266,43 @@ impl Supervisor {
             .clone())
     }
 
-    /// Starts `n` new front-ends and waits until every one is SERVING.
+    /// Starts `n` new front-ends of the main fleet and waits until every one is SERVING.
     async fn add_frontends(&self, fleet: &mut Fleet, n: u32) -> anyhow::Result<Vec<String>> {
-        let total = fleet.frontends.len() as u32 + n;
+        let total = (fleet.frontends.len() + fleet.cw_frontends.len()) as u32 + n;
         check_host_budget(total, self.thread_limit_arg(), self.args.workers)?;
         let backend = Self::backend_addr(fleet)?;
+        let started = self
+            .spawn_frontends(n, &backend, "", &mut fleet.next_index)
+            .await?;
+        let names = started.iter().map(|i| i.name.clone()).collect();
+        fleet.frontends.extend(started);
+        self.publish_roster(fleet);
+        Ok(names)
+    }
+
+    /// Starts `n` front-ends in membership fleet `fleet_name`, each under its
+    /// own kernel thread limit; all SERVING, or none left running.
+    async fn spawn_frontends(
+        &self,
+        n: u32,
+        backend: &str,
+        fleet_name: &str,
+        next_index: &mut u32,
+    ) -> anyhow::Result<Vec<Instance>> {
         let program = launcher::binary("kinesis-frontend")?;
         let mut started = Vec::new();
         let mut failure = None;
         for _ in 0..n {
-            let index = fleet.next_index;
-            fleet.next_index += 1;
-            let name = format!("kinesis-frontend-{index}");
-            let id = format!("fe-{index}");
+            let index = *next_index;
+            *next_index += 1;
+            let (name, id) = if fleet_name.is_empty() {
+                (format!("kinesis-frontend-{index}"), format!("fe-{index}"))
+            } else {
+                (
+                    format!("kinesis-frontend-{fleet_name}-{index}"),
+                    format!("{fleet_name}-{index}"),
+                )
+            };
             let res = (|| -> anyhow::Result<Instance> {
                 let listener = launcher::bind_loopback()?;
                 let addr = listener.local_addr()?.to_string();
@@ -254,13 +310,15 @@ impl Supervisor {
                 let spec = ChildSpec {
                     name: name.clone(),
                     program: program.clone(),
-                    args: self.frontend_args(&id, &backend),
+                    args: self.frontend_args(&id, backend, fleet_name),
                     limit: limit.clone(),
                 };
                 let child = launcher::spawn(&spec, &listener, &self.logs())?;
                 Ok(Instance {
                     name,
                     id,
+                    service: Service::Kinesis,
+                    fleet: fleet_name.to_owned(),
                     addr,
                     listener,
                     child,
@@ -287,10 +345,98 @@ impl Supervisor {
             }
             return Err(e);
         }
-        let names = started.iter().map(|i| i.name.clone()).collect();
-        fleet.frontends.extend(started);
-        self.publish_roster(fleet);
-        Ok(names)
+        Ok(started)
+    }
+
+    /// Starts the downstream services stage by stage (each stage SERVING
+    /// before the next), then the customer traffic against them.
+    async fn start_services(&self, fleet: &mut Fleet) -> anyhow::Result<()> {
+        let t = &self.args.topology;
+        let backend = Self::backend_addr(fleet)?;
+        if t.cloudwatch_partitioned_fleet > 0 {
+            let mut idx = 0;
+            let cw = self
+                .spawn_frontends(
+                    t.cloudwatch_partitioned_fleet,
+                    &backend,
+                    "cloudwatch",
+                    &mut idx,
+                )
+                .await?;
+            fleet.cw_frontends.extend(cw);
+            self.publish_roster(fleet);
+        }
+        let stages = topology::plan(t);
+        let mut listeners = HashMap::new();
+        let mut addrs = topology::Addresses {
+            backend: backend.clone(),
+            instances: Default::default(),
+            run_dir: self.run_dir.clone(),
+            time_scale: self.args.time_scale,
+        };
+        for p in stages.iter().flatten() {
+            let l = launcher::bind_loopback()?;
+            addrs
+                .instances
+                .insert(p.name.clone(), l.local_addr()?.to_string());
+            listeners.insert(p.name.clone(), l);
+        }
+        for stage in &stages {
+            let mut started = Vec::new();
+            for p in stage {
+                let listener = listeners.remove(&p.name).context("listener bound above")?;
+                let spec = ChildSpec {
+                    name: p.name.clone(),
+                    program: launcher::binary(p.service.name())?,
+                    args: topology::args_for(p, t, &addrs),
+                    limit: ChildLimit::None,
+                };
+                let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                started.push(Instance {
+                    name: p.name.clone(),
+                    id: String::new(),
+                    service: p.service,
+                    fleet: String::new(),
+                    addr: addrs.instances[&p.name].clone(),
+                    listener,
+                    child,
+                    limit: ChildLimit::None,
+                });
+            }
+            let ready = wait_all_ready(&mut started).await;
+            fleet.services.extend(started);
+            self.publish_roster(fleet);
+            ready?;
+            println!(
+                "cascade: {} up",
+                stage
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let mut targets = traffic::Targets {
+            backend,
+            services: Default::default(),
+        };
+        for inst in &fleet.services {
+            targets
+                .services
+                .entry(inst.service)
+                .or_default()
+                .push(inst.addr.clone());
+        }
+        let caller = Arc::new(Caller::new(&targets, t.traffic_deadline)?);
+        *self.caller.lock().unwrap_or_else(|p| p.into_inner()) = Some(caller.clone());
+        traffic::spawn(
+            caller,
+            self.recorder.clone(),
+            t.set().into_iter().collect(),
+            t.traffic_rate,
+            self.shutdown.clone(),
+        );
+        Ok(())
     }
 
     /// Stops the `n` newest front-ends.
@@ -321,7 +467,7 @@ impl Supervisor {
         let spec = ChildSpec {
             name: inst.name.clone(),
             program: launcher::binary("kinesis-frontend")?,
-            args: self.frontend_args(&inst.id, backend),
+            args: self.frontend_args(&inst.id, backend, &inst.fleet),
             limit: inst.limit.clone(),
         };
         inst.child = launcher::spawn(&spec, &inst.listener, &self.logs())?;
@@ -335,22 +481,31 @@ impl Supervisor {
     }
 
     fn publish_roster(&self, fleet: &Fleet) {
+        let entry = |i: &Instance| {
+            Some(RosterEntry {
+                name: i.name.clone(),
+                id: i.id.clone(),
+                service: i.service,
+                fleet: i.fleet.clone(),
+                pid: i.child.pid(),
+                addr: i.addr.clone(),
+                channel: cascade_core::clients::lazy_channel(&i.addr, Duration::from_secs(1))
+                    .ok()?,
+                cgroup: i.cgroup().cloned(),
+            })
+        };
         let roster = fleet
             .frontends
             .iter()
-            .filter_map(|i| {
-                Some(RosterEntry {
-                    name: i.name.clone(),
-                    id: i.id.clone(),
-                    pid: i.child.pid(),
-                    addr: i.addr.clone(),
-                    channel: cascade_core::clients::lazy_channel(&i.addr, Duration::from_secs(1))
-                        .ok()?,
-                    cgroup: i.cgroup().cloned(),
-                })
-            })
+            .chain(&fleet.cw_frontends)
+            .filter_map(entry)
             .collect();
         *self.roster.lock().unwrap_or_else(|p| p.into_inner()) = roster;
+        let services = fleet.services.iter().filter_map(entry).collect();
+        *self
+            .service_roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = services;
     }
 
     /// Polls every process's Control.GetStatus once.
@@ -371,6 +526,7 @@ impl Supervisor {
                     pid: r.pid,
                     addr: r.addr.clone(),
                     id: r.id.clone(),
+                    fleet: r.fleet.clone(),
                     cgroup_pids_events_max: r.cgroup.as_ref().map(InstanceCgroup::refused),
                     ..Default::default()
                 };
@@ -413,12 +569,45 @@ impl Supervisor {
             },
             None => ("down".to_owned(), "not started".to_owned()),
         };
+        let services = self
+            .service_roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut svc_set = JoinSet::new();
+        for r in services {
+            svc_set.spawn(async move {
+                let resp = ControlClient::new(r.channel)
+                    .get_status(GetStatusRequest {})
+                    .await;
+                match resp {
+                    Ok(s) => (r.name, (true, s.into_inner().info)),
+                    Err(e) => (
+                        r.name,
+                        (
+                            false,
+                            HashMap::from([("error".to_owned(), e.message().to_owned())]),
+                        ),
+                    ),
+                }
+            });
+        }
         let mut fresh = HashMap::new();
         while let Some(r) = set.join_next().await {
             if let Ok(e) = r {
                 fresh.insert(e.name.clone(), e);
             }
         }
+        let mut svc_fresh = HashMap::new();
+        while let Some(r) = svc_set.join_next().await {
+            if let Ok((name, v)) = r {
+                svc_fresh.insert(name, v);
+            }
+        }
+        *self
+            .service_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = svc_fresh;
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
         *self
             .backend_health
@@ -457,28 +646,93 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let backend_pid = self
+        let (backend_pid, backend_addr) = self
             .backend_entry
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map_or(0, |b| b.pid);
-        let ready = frontends.iter().filter(|f| f.shard_map == "ready").count();
-        let (health, detail) = if frontends.is_empty() {
-            ("down", "no front-ends".to_owned())
-        } else if ready == frontends.len() {
-            (
-                "serving",
-                format!("{ready}/{} shard-maps ready", frontends.len()),
-            )
-        } else if ready == 0 {
-            ("down", format!("0/{} shard-maps ready", frontends.len()))
-        } else {
-            (
-                "degraded",
-                format!("{ready}/{} shard-maps ready", frontends.len()),
-            )
+            .map_or((0, String::new()), |b| (b.pid, b.addr.clone()));
+        let main_fleet: Vec<&FrontendEntry> =
+            frontends.iter().filter(|f| f.fleet.is_empty()).collect();
+        let ready = main_fleet.iter().filter(|f| f.shard_map == "ready").count();
+        let maps = format!("{ready}/{} shard-maps ready", main_fleet.len());
+        let window = |svc: Service| self.recorder.window(svc, HEALTH_WINDOW_SECS);
+        let deadline_ms = self.args.topology.traffic_deadline.as_secs_f64() * 1000.0;
+        let mut services = vec![ServiceEntry {
+            name: "kinesis-backend".into(),
+            pid: backend_pid,
+            addr: backend_addr,
+            health: bh,
+            detail: bd,
+            ..Default::default()
+        }];
+        let kinesis_traffic = window(Service::Kinesis);
+        let (health, detail) = match judge(&kinesis_traffic, deadline_ms) {
+            Some((h, d)) => (h, format!("{d}; {maps}")),
+            None if main_fleet.is_empty() => ("down", "no front-ends".to_owned()),
+            None if ready == main_fleet.len() => ("serving", maps),
+            None if ready == 0 => ("down", maps),
+            None => ("degraded", maps),
         };
+        services.push(ServiceEntry {
+            name: "kinesis".into(),
+            health: health.into(),
+            detail,
+            traffic: Some(kinesis_traffic),
+            ..Default::default()
+        });
+        let roster = self
+            .service_roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let snap = self
+            .service_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for svc in self.args.topology.set() {
+            if svc == Service::Kinesis {
+                continue;
+            }
+            let instances: Vec<InstanceEntry> = roster
+                .iter()
+                .filter(|r| r.service == svc)
+                .map(|r| {
+                    let (reachable, info) = snap.get(&r.name).cloned().unwrap_or_default();
+                    InstanceEntry {
+                        name: r.name.clone(),
+                        pid: r.pid,
+                        addr: r.addr.clone(),
+                        reachable,
+                        info: info.into_iter().collect(),
+                    }
+                })
+                .collect();
+            let up = instances.iter().filter(|i| i.reachable).count();
+            let t = window(svc);
+            let (health, detail) = match judge(&t, deadline_ms) {
+                Some((h, d)) => (h, d),
+                None if instances.is_empty() => ("down", "not started".to_owned()),
+                None if up == instances.len() => ("serving", "no customer traffic yet".to_owned()),
+                None => (
+                    "down",
+                    format!("{up}/{} instances reachable", instances.len()),
+                ),
+            };
+            services.push(ServiceEntry {
+                name: svc.name().into(),
+                pid: instances.first().map_or(0, |i| i.pid),
+                addr: instances
+                    .first()
+                    .map(|i| i.addr.clone())
+                    .unwrap_or_default(),
+                health: health.into(),
+                detail,
+                instances,
+                traffic: Some(t),
+            });
+        }
         Status {
             mode: "local".into(),
             thread_limit: ThreadLimit {
@@ -486,20 +740,7 @@ impl Supervisor {
                 enforcement: self.plan.enforcement.as_str().into(),
             },
             frontends,
-            services: vec![
-                ServiceEntry {
-                    name: "kinesis-backend".into(),
-                    pid: backend_pid,
-                    health: bh,
-                    detail: bd,
-                },
-                ServiceEntry {
-                    name: "kinesis".into(),
-                    pid: 0,
-                    health: health.into(),
-                    detail,
-                },
-            ],
+            services,
             run_dir: self.run_dir.display().to_string(),
             time_scale: self.args.time_scale,
             supervisor_pid: std::process::id(),
@@ -509,8 +750,13 @@ impl Supervisor {
     /// Stops every process and removes what the run created.
     async fn teardown(&self) {
         let mut fleet = self.fleet.lock().await;
+        while let Some(mut inst) = fleet.services.pop() {
+            inst.child.stop().await;
+        }
         let mut set = JoinSet::new();
-        for mut inst in fleet.frontends.drain(..) {
+        let mut frontends: Vec<Instance> = fleet.frontends.drain(..).collect();
+        frontends.append(&mut fleet.cw_frontends);
+        for mut inst in frontends {
             set.spawn(async move {
                 inst.child.stop().await;
                 inst
@@ -526,6 +772,37 @@ impl Supervisor {
             .clear();
         self.plan.cleanup();
     }
+}
+
+/// Customer-traffic window that decides a service's health.
+const HEALTH_WINDOW_SECS: i64 = 5;
+
+/// Health from customer traffic: serving when at least 95% of calls
+/// succeeded within the deadline, degraded from 50%, down below. `None`
+/// when there were no calls in the window.
+fn judge(t: &traffic::Summary, deadline_ms: f64) -> Option<(&'static str, String)> {
+    let total = t.ok + t.failed;
+    if total == 0 {
+        return None;
+    }
+    let ratio = t.ok as f64 / total as f64;
+    let health = if ratio >= 0.95 && t.p99_ms <= deadline_ms {
+        "serving"
+    } else if ratio >= 0.5 {
+        "degraded"
+    } else {
+        "down"
+    };
+    let mut detail = format!(
+        "{:.0}% of {total} customer calls ok, p99 {:.0} ms (last {HEALTH_WINDOW_SECS} s)",
+        ratio * 100.0,
+        t.p99_ms
+    );
+    if !t.errors.is_empty() {
+        let errs: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        detail.push_str(&format!("; {}", errs.join(", ")));
+    }
+    Some((health, detail))
 }
 
 /// Polls every new instance's health until all are SERVING (or one fails).
@@ -729,10 +1006,137 @@ impl SupervisorApi for Api {
         self.0.shutdown.cancel();
         Ok(tonic::Response::new(sv::ShutdownReply {}))
     }
+
+    async fn shd_post(
+        &self,
+        r: tonic::Request<sv::ShdPostRequest>,
+    ) -> Result<tonic::Response<sv::ShdPostReply>, tonic::Status> {
+        let r = r.into_inner();
+        if r.message.trim().is_empty() {
+            return Err(tonic::Status::invalid_argument(
+                "message: must not be empty",
+            ));
+        }
+        let (path, operator) = if r.backup {
+            // The backup tool: minimal dependencies, no sign-in.
+            ("backup", "operator (backup tool)".to_owned())
+        } else {
+            let cognito = self
+                .0
+                .service_roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|e| e.service == Service::Cognito)
+                .map(|e| e.channel.clone())
+                .ok_or_else(|| {
+                    tonic::Status::failed_precondition(
+                        "the primary SHD path signs in through Cognito, which is not running; use --backup",
+                    )
+                })?;
+            let resp = tokio::time::timeout(
+                Duration::from_secs(2),
+                CognitoClient::new(cognito)
+                    .validate_token(cg::ValidateTokenRequest { token: r.token }),
+            )
+            .await;
+            let user = match resp {
+                Ok(Ok(v)) => v.into_inner().username,
+                Ok(Err(s)) => {
+                    return Err(tonic::Status::unavailable(format!(
+                        "cannot verify the operator's Cognito sign-in: {:?}: {}",
+                        s.code(),
+                        s.message()
+                    )));
+                }
+                Err(_) => {
+                    return Err(tonic::Status::unavailable(
+                        "cannot verify the operator's Cognito sign-in: no answer within 2 s",
+                    ));
+                }
+            };
+            ("primary", user)
+        };
+        let post = sv::ShdPost {
+            at_ms: cascade_core::now_ms(),
+            message: r.message,
+            path: path.into(),
+            operator,
+        };
+        let line = serde_json::json!({"at_ms": post.at_ms, "message": post.message, "path": post.path, "operator": post.operator});
+        let log = self.0.run_dir.join("shd-posts.jsonl");
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()))
+        {
+            tracing::warn!(error = %e, "could not append to {}", log.display());
+        }
+        self.0
+            .shd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(post.clone());
+        Ok(tonic::Response::new(sv::ShdPostReply { post: Some(post) }))
+    }
+
+    async fn shd_list(
+        &self,
+        _r: tonic::Request<sv::ShdListRequest>,
+    ) -> Result<tonic::Response<sv::ShdListReply>, tonic::Status> {
+        let posts = self.0.shd.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(tonic::Response::new(sv::ShdListReply { posts }))
+    }
+
+    async fn configure(
+        &self,
+        r: tonic::Request<sv::ConfigureRequest>,
+    ) -> Result<tonic::Response<sv::ConfigureReply>, tonic::Status> {
+        let r = r.into_inner();
+        let mut all = self
+            .0
+            .service_roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        all.extend(
+            self.0
+                .roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        let targets: Vec<RosterEntry> = all
+            .iter()
+            .filter(|e| e.name == r.target || e.service.name() == r.target)
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+            return Err(tonic::Status::invalid_argument(format!(
+                "target: no service or instance named {:?}; running: {}",
+                r.target,
+                names.join(", ")
+            )));
+        }
+        let mut applied = HashMap::new();
+        for t in targets {
+            let resp = ControlClient::new(t.channel)
+                .configure(cascade_proto::control::ConfigureRequest {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                })
+                .await?;
+            applied.insert(t.name, resp.into_inner().applied);
+        }
+        Ok(tonic::Response::new(sv::ConfigureReply { applied }))
+    }
 }
 
-/// Runs a whole fleet until shutdown. `on_ready` is called once everything
-/// is up (the detached parent waits for `supervisor.json`).
+/// Runs a whole topology until shutdown; `supervisor.json` appears once
+/// everything is up (the detached parent waits for it).
 pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_host_budget(args.frontends, args.thread_limit, args.workers)?;
     let home_dir = home::home();
@@ -790,6 +1194,11 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         backend_entry: Mutex::default(),
         snapshot: Mutex::default(),
         backend_health: Mutex::new(("down".into(), "starting".into())),
+        service_roster: Mutex::default(),
+        service_snapshot: Mutex::default(),
+        recorder: Arc::default(),
+        caller: Mutex::default(),
+        shd: Mutex::default(),
         shutdown: shutdown.clone(),
     });
     let result = serve_run(&sup, &home_dir, &args).await;
@@ -816,6 +1225,10 @@ async fn serve_run(
         println!("cascade: starting {} front-ends ...", args.frontends);
         tokio::select! {
             r = sup.add_frontends(&mut fleet, args.frontends) => { r?; }
+            _ = sup.shutdown.cancelled() => return Ok(()),
+        }
+        tokio::select! {
+            r = sup.start_services(&mut fleet) => r?,
             _ = sup.shutdown.cancelled() => return Ok(()),
         }
     }

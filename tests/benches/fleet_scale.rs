@@ -16,6 +16,8 @@ fn full_mesh(n: u64) -> (Duration, Duration, u64) {
     let fleet = Fleet::up(
         &format!("scale{n}"),
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             &n.to_string(),
             "--thread-limit",

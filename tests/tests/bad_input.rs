@@ -54,6 +54,8 @@ fn bad_instances_and_rpc_fields_get_clear_errors() {
     let fleet = Fleet::up(
         "badrpc",
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "2",
             "--thread-limit",

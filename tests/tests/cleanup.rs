@@ -14,6 +14,8 @@ fn started(tag: &str) -> (Fleet, String) {
     let fleet = Fleet::up(
         tag,
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "3",
             "--thread-limit",
@@ -56,6 +58,8 @@ fn ctrl_c_of_a_foreground_up_stops_everything() {
     let mut child = home
         .command(&[
             "up",
+            "--services",
+            "kinesis",
             "--frontends",
             "2",
             "--thread-limit",

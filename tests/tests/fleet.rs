@@ -27,6 +27,8 @@ fn healthy_fleet_routes_records_through_any_frontend() {
     let fleet = Fleet::up(
         "healthy",
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "4",
             "--thread-limit",
@@ -130,6 +132,8 @@ fn capacity_past_the_limit_tips_every_frontend_and_the_boundary_is_exact() {
     let probe = Fleet::up(
         "probe",
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "1",
             "--thread-limit",
@@ -145,6 +149,8 @@ fn capacity_past_the_limit_tips_every_frontend_and_the_boundary_is_exact() {
     let fleet = Fleet::up(
         "tip",
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "3",
             "--thread-limit",
@@ -263,6 +269,8 @@ fn removing_capacity_then_restarting_restores_service() {
     let fleet = Fleet::up(
         "recover",
         &[
+            "--services",
+            "kinesis",
             "--frontends",
             "3",
             "--thread-limit",
