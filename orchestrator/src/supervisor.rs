@@ -166,6 +166,9 @@ struct RosterEntry {
     cgroup: Option<InstanceCgroup>,
 }
 
+/// What the last watch saw of one service instance: reachable, and its Control info.
+type ServiceObservation = (bool, HashMap<String, String>);
+
 /// A run in progress.
 pub struct Supervisor {
     args: UpArgs,
@@ -179,7 +182,7 @@ pub struct Supervisor {
     /// Downstream service processes being watched.
     service_roster: Mutex<Vec<RosterEntry>>,
     /// Instance name -> (reachable, Control info) from the last watch.
-    service_snapshot: Mutex<HashMap<String, (bool, HashMap<String, String>)>>,
+    service_snapshot: Mutex<HashMap<String, ServiceObservation>>,
     /// Customer traffic history (ground truth of impact).
     recorder: Arc<Recorder>,
     /// Clients for customer calls and probes, once services are up.
@@ -428,6 +431,7 @@ impl Supervisor {
                 .push(inst.addr.clone());
         }
         let caller = Arc::new(Caller::new(&targets, t.traffic_deadline)?);
+        caller.create_customer_stream().await?;
         *self.caller.lock().unwrap_or_else(|p| p.into_inner()) = Some(caller.clone());
         traffic::spawn(
             caller,

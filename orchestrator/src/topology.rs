@@ -298,6 +298,10 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
                     "bug"
                 }
             ));
+            v.push(format!("--instance-id={}", p.name));
+            // A buffer that fills in seconds at the default traffic rate, so
+            // the latent bug bites within the first incident hour.
+            default_flag(&mut v, t, p.service, "--access-log-buffer-bytes", "8192");
             v.push("--user=operator:operator-password".into());
             v.push("--user=customer:customer-password".into());
         }
@@ -321,6 +325,11 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
             if let Some(cw) = a.first(Service::Cloudwatch) {
                 v.push(format!("--cloudwatch={cw}"));
             }
+            // Model knobs sized so the agent buffer crowds invocations out
+            // about one incident hour after CloudWatch fails at the default
+            // time scale and traffic rate (5 calls/s * 128 KiB ~ 6 MiB in 10 s).
+            default_flag(&mut v, t, p.service, "--memory-budget", "8388608");
+            default_flag(&mut v, t, p.service, "--log-bytes-per-invocation", "131072");
             if let Some(b) = t.lambda_agent_buffer_max {
                 v.push(format!("--agent-buffer-max={b}"));
             }
@@ -350,6 +359,17 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
             .map(|x| x.arg.clone()),
     );
     v
+}
+
+/// Adds `flag=value` unless the user set that flag with `--service-arg`.
+fn default_flag(v: &mut Vec<String>, t: &TopologyArgs, svc: Service, flag: &str, value: &str) {
+    let overridden = t
+        .service_args
+        .iter()
+        .any(|x| x.service == svc && x.arg.split('=').next() == Some(flag));
+    if !overridden {
+        v.push(format!("{flag}={value}"));
+    }
 }
 
 /// Checks the topology flags together (what clap cannot see alone).

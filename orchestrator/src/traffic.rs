@@ -66,6 +66,20 @@ impl Caller {
         })
     }
 
+    /// Creates the stream customer Kinesis traffic writes to (retrying for 20 s).
+    pub async fn create_customer_stream(&self) -> anyhow::Result<()> {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.kinesis.ensure_stream(CUSTOMER_STREAM, 2).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= until => {
+                    anyhow::bail!("cannot create the customer stream {CUSTOMER_STREAM}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     fn channel(&self, svc: Service) -> Result<Channel, tonic::Status> {
         let chans = self
             .channels
@@ -100,7 +114,7 @@ impl Caller {
                         Err(s) => Err(s),
                         Ok(put) => {
                             // Every other call also reads the record back (puts and gets).
-                            if n % 2 == 0 {
+                            if n.is_multiple_of(2) {
                                 let it = c
                                     .get_shard_iterator(kpb::GetShardIteratorRequest {
                                         stream_name: CUSTOMER_STREAM.into(),
@@ -153,6 +167,7 @@ impl Caller {
                             source: "customer.shop".into(),
                             detail_type: "OrderPlaced".into(),
                             detail: format!("{{\"order\":{n}}}"),
+                            time_ms: 0,
                         }],
                     })
                     .await
@@ -161,6 +176,17 @@ impl Caller {
             }
         };
         match tokio::time::timeout(self.deadline * 4, call).await {
+            // tonic reports its client-side deadline as CANCELLED("Timeout
+            // expired"); for a customer that is the deadline passing.
+            Ok(Err(s))
+                if s.code() == tonic::Code::Cancelled
+                    && s.message().contains("Timeout expired") =>
+            {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within the {:?} deadline",
+                    self.deadline
+                )))
+            }
             Ok(r) => r,
             Err(_) => Err(tonic::Status::deadline_exceeded(
                 "no answer within the deadline",

@@ -163,10 +163,14 @@ impl KinesisProducer {
 }
 
 /// Follows every shard of one stream from where it was when first polled.
+/// An iterator moves on only once its records are handed back, so a call
+/// that fails part-way (a partly healthy fleet) loses nothing.
 #[derive(Debug)]
 pub struct StreamReader {
     stream: String,
     from_start: bool,
+    /// The stream's shards, once listed.
+    shards: Vec<String>,
     /// shard id -> next iterator.
     iterators: BTreeMap<String, String>,
 }
@@ -177,59 +181,85 @@ impl StreamReader {
         Self {
             stream: stream.to_owned(),
             from_start,
+            shards: Vec::new(),
             iterators: BTreeMap::new(),
         }
     }
 
     /// Reads whatever is new on every shard (at most `limit` per shard).
+    /// Fails only when nothing could be read; records read before a later
+    /// shard failed are returned, and that shard is retried next time.
     pub async fn poll(
         &mut self,
         kinesis: &KinesisProducer,
         limit: u32,
     ) -> Result<Vec<pb::Record>, ServiceError> {
-        if self.iterators.is_empty() {
-            let mut c = kinesis.client().await?;
-            let shards = c
+        if self.shards.is_empty() {
+            self.shards = kinesis
+                .client()
+                .await?
                 .list_shards(pb::ListShardsRequest {
                     stream_name: self.stream.clone(),
                 })
                 .await?
                 .into_inner()
-                .shards;
-            let kind = if self.from_start {
-                pb::ShardIteratorType::TrimHorizon
-            } else {
-                pb::ShardIteratorType::Latest
-            };
-            for s in shards {
-                let it = c
-                    .get_shard_iterator(pb::GetShardIteratorRequest {
-                        stream_name: self.stream.clone(),
-                        shard_id: s.shard_id.clone(),
-                        shard_iterator_type: kind as i32,
-                        starting_sequence_number: String::new(),
+                .shards
+                .into_iter()
+                .map(|s| s.shard_id)
+                .collect();
+        }
+        let kind = if self.from_start {
+            pb::ShardIteratorType::TrimHorizon
+        } else {
+            pb::ShardIteratorType::Latest
+        };
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for shard in &self.shards {
+            let step = async {
+                let it = match self.iterators.get(shard) {
+                    Some(it) => it.clone(),
+                    None => {
+                        kinesis
+                            .client()
+                            .await?
+                            .get_shard_iterator(pb::GetShardIteratorRequest {
+                                stream_name: self.stream.clone(),
+                                shard_id: shard.clone(),
+                                shard_iterator_type: kind as i32,
+                                starting_sequence_number: String::new(),
+                            })
+                            .await?
+                            .into_inner()
+                            .shard_iterator
+                    }
+                };
+                let resp = kinesis
+                    .client()
+                    .await?
+                    .get_records(pb::GetRecordsRequest {
+                        shard_iterator: it,
+                        limit,
                     })
                     .await?
-                    .into_inner()
-                    .shard_iterator;
-                self.iterators.insert(s.shard_id, it);
+                    .into_inner();
+                Ok::<_, ServiceError>(resp)
+            };
+            match step.await {
+                Ok(resp) => {
+                    self.iterators
+                        .insert(shard.clone(), resp.next_shard_iterator);
+                    out.extend(resp.records);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        let mut out = Vec::new();
-        for it in self.iterators.values_mut() {
-            let resp = kinesis
-                .client()
-                .await?
-                .get_records(pb::GetRecordsRequest {
-                    shard_iterator: it.clone(),
-                    limit,
-                })
-                .await?
-                .into_inner();
-            *it = resp.next_shard_iterator;
-            out.extend(resp.records);
+        match first_error {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
         }
-        Ok(out)
     }
 }
 

@@ -1,1 +1,485 @@
-//! eventbridge (being built).
+//! EventBridge (CloudWatch Events): PutEvents writes events to an event bus
+//! that runs on a Kinesis stream, and a dispatcher reads the bus and delivers
+//! matched events to targets (ECS, Lambda). In the incident, Kinesis errors made
+//! PutEvents fail and stopped delivery until the bus could be read again.
+
+pub mod dispatch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cascade_core::kinesis::{KinesisArgs, KinesisProducer, StreamReader, TimeArgs};
+use cascade_core::serve::{self, StatusSource};
+use cascade_core::{ServiceError, clients, now_ms};
+use cascade_proto::control::ProcessStatus;
+use cascade_proto::eventbridge as pb;
+use cascade_proto::eventbridge::event_bridge_server::{EventBridge, EventBridgeServer};
+use cascade_proto::eventbridge::event_target_client::EventTargetClient;
+use dispatch::{BusEvent, Deliverer, Dispatcher, TARGETS};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Most entries one PutEvents may carry (as AWS).
+pub const MAX_ENTRIES: usize = 10;
+/// Deadline of one `EventTarget.Deliver` call.
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Shards of the bus stream.
+const BUS_SHARDS: u32 = 2;
+/// Records read per shard per dispatcher poll.
+const POLL_LIMIT: u32 = 500;
+/// How long start-up waits for Kinesis before giving up.
+const BOOT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// EventBridge settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventBridgeConfig {
+    /// How to reach Kinesis (the bus runs on it).
+    #[command(flatten)]
+    pub kinesis: KinesisArgs,
+    /// The incident clock (accepted for a uniform command line; delivery runs in wall time).
+    #[command(flatten)]
+    pub time: TimeArgs,
+    /// Kinesis stream the event bus runs on (created with 2 shards at start).
+    #[arg(long, env = "CASCADE_BUS_STREAM", default_value = "eventbridge-bus")]
+    pub bus_stream: String,
+    /// Address of the ECS target's EventTarget service; rules with target "ecs" need it.
+    #[arg(long, env = "CASCADE_ECS")]
+    pub ecs: Option<String>,
+    /// Address of the Lambda target's EventTarget service; rules with target "lambda" need it.
+    #[arg(long, env = "CASCADE_LAMBDA")]
+    pub lambda: Option<String>,
+    /// How often the dispatcher reads the bus and retries pending deliveries (wall time).
+    #[arg(long, env = "CASCADE_DISPATCH_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub dispatch_interval: Duration,
+}
+
+/// Delivers over gRPC to the configured targets.
+struct GrpcTargets {
+    /// Target name ("ecs" | "lambda") -> client.
+    clients: BTreeMap<String, EventTargetClient<Channel>>,
+}
+
+impl GrpcTargets {
+    fn new(config: &EventBridgeConfig) -> anyhow::Result<Self> {
+        let mut clients = BTreeMap::new();
+        for (name, addr) in [("ecs", &config.ecs), ("lambda", &config.lambda)] {
+            if let Some(addr) = addr {
+                let ch = clients::lazy_channel(addr, DELIVER_TIMEOUT)
+                    .with_context(|| format!("--{name} {addr:?}"))?;
+                clients.insert(name.to_owned(), EventTargetClient::new(ch));
+            }
+        }
+        Ok(Self { clients })
+    }
+}
+
+#[tonic::async_trait]
+impl Deliverer for GrpcTargets {
+    async fn deliver(&self, target: &str, event: pb::Event) -> Result<(), Status> {
+        let Some(client) = self.clients.get(target) else {
+            // Rules only name configured targets, so this is a bug; keep the event.
+            return Err(Status::internal(format!(
+                "target {target:?} is not configured"
+            )));
+        };
+        client.clone().deliver(event).await.map(|_| ())
+    }
+}
+
+/// The EventBridge process: API, dispatcher state and counters.
+pub struct Bus {
+    /// Flags this process started with.
+    config: EventBridgeConfig,
+    /// Writes to and reads the bus stream through the front-end fleet.
+    kinesis: KinesisProducer,
+    /// Rules, delivery queues and latencies.
+    dispatcher: Dispatcher,
+    /// PutEvents calls that failed because Kinesis did.
+    put_errors: AtomicU64,
+    /// Events accepted by PutEvents.
+    events_put: AtomicU64,
+    /// Dispatcher polls of the bus that failed.
+    poll_errors: AtomicU64,
+}
+
+impl Bus {
+    fn target_configured(&self, target: &str) -> bool {
+        match target {
+            "ecs" => self.config.ecs.is_some(),
+            "lambda" => self.config.lambda.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The EventBridge gRPC API over the shared [`Bus`].
+#[derive(Clone)]
+pub struct Api(Arc<Bus>);
+
+impl std::ops::Deref for Api {
+    type Target = Bus;
+    fn deref(&self) -> &Bus {
+        &self.0
+    }
+}
+
+/// Checks one PutEvents batch: 1..=10 entries, each with a source, a
+/// detail-type and a detail that is JSON.
+pub fn validate_entries(entries: &[pb::EventEntry]) -> Result<(), ServiceError> {
+    if entries.is_empty() || entries.len() > MAX_ENTRIES {
+        return Err(ServiceError::invalid(format!(
+            "entries: {} given; a PutEvents call carries 1 to {MAX_ENTRIES} entries",
+            entries.len()
+        )));
+    }
+    for (i, e) in entries.iter().enumerate() {
+        if e.source.is_empty() {
+            return Err(ServiceError::invalid(format!(
+                "entries[{i}].source: must not be empty (e.g. \"aws.ecs\")"
+            )));
+        }
+        if e.detail_type.is_empty() {
+            return Err(ServiceError::invalid(format!(
+                "entries[{i}].detail_type: must not be empty (e.g. \"ECS Task Workflow\")"
+            )));
+        }
+        if let Err(err) = serde_json::from_str::<serde_json::Value>(&e.detail) {
+            return Err(ServiceError::invalid(format!(
+                "entries[{i}].detail: must be valid JSON text ({err})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh, UUID-shaped event id.
+fn event_id() -> String {
+    let v: u128 = rand::random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+#[tonic::async_trait]
+impl EventBridge for Api {
+    async fn put_events(
+        &self,
+        req: Request<pb::PutEventsRequest>,
+    ) -> Result<Response<pb::PutEventsResponse>, Status> {
+        let entries = req.into_inner().entries;
+        validate_entries(&entries)?;
+        let put_at_ms = now_ms();
+        let events: Vec<BusEvent> = entries
+            .into_iter()
+            .map(|e| BusEvent {
+                event_id: event_id(),
+                source: e.source,
+                detail_type: e.detail_type,
+                detail: e.detail,
+                put_at_ms,
+                time_ms: if e.time_ms > 0 { e.time_ms } else { put_at_ms },
+            })
+            .collect();
+        let mut records = Vec::with_capacity(events.len());
+        for e in &events {
+            let bytes = serde_json::to_vec(e)
+                .map_err(|err| ServiceError::Internal(format!("encode event: {err}")))?;
+            // Partition by source: one source's events share a shard, so they
+            // are read (and delivered) in the order they were put.
+            records.push((e.source.clone(), bytes));
+        }
+        if let Err(e) = self
+            .kinesis
+            .put_records(&self.config.bus_stream, records)
+            .await
+        {
+            self.put_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(ServiceError::unavailable(format!(
+                "event bus: Kinesis stream {:?} did not accept the events: {}",
+                self.config.bus_stream,
+                Status::from(e).message()
+            ))
+            .into());
+        }
+        self.events_put
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(Response::new(pb::PutEventsResponse {
+            failed_entry_count: 0,
+            entries: events
+                .into_iter()
+                .map(|e| pb::PutEventsResultEntry {
+                    event_id: e.event_id,
+                    ..Default::default()
+                })
+                .collect(),
+        }))
+    }
+
+    async fn put_rule(
+        &self,
+        req: Request<pb::PutRuleRequest>,
+    ) -> Result<Response<pb::PutRuleResponse>, Status> {
+        let r = req.into_inner();
+        if r.name.is_empty() || r.name.len() > 64 {
+            return Err(ServiceError::invalid(format!(
+                "name: {:?} must be 1 to 64 characters",
+                r.name
+            ))
+            .into());
+        }
+        if !TARGETS.contains(&r.target.as_str()) {
+            return Err(ServiceError::invalid(format!(
+                "target: {:?} is not a target; valid targets are \"ecs\" and \"lambda\"",
+                r.target
+            ))
+            .into());
+        }
+        if !self.target_configured(&r.target) {
+            return Err(ServiceError::invalid(format!(
+                "target: {:?} has no address; start eventbridge with --{} ADDR to deliver to it",
+                r.target, r.target
+            ))
+            .into());
+        }
+        self.dispatcher
+            .put_rule(&r.name, &r.source, &r.detail_type, &r.target);
+        tracing::info!(rule = %r.name, source = %r.source, detail_type = %r.detail_type, target = %r.target, "rule put");
+        Ok(Response::new(pb::PutRuleResponse {}))
+    }
+
+    async fn list_rules(
+        &self,
+        _req: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let rules = self
+            .dispatcher
+            .rules()
+            .into_iter()
+            .map(|r| pb::Rule {
+                name: r.name,
+                source: r.source,
+                detail_type: r.detail_type,
+                target: r.target,
+                delivered: r.delivered,
+            })
+            .collect();
+        Ok(Response::new(pb::ListRulesResponse { rules }))
+    }
+}
+
+impl StatusSource for Bus {
+    fn status(&self) -> ProcessStatus {
+        let s = self.dispatcher.stats();
+        let info = [
+            ("rules", s.rules.to_string()),
+            ("delivered", s.delivered.to_string()),
+            ("pending_deliveries", s.pending.to_string()),
+            ("dropped_deliveries", s.dropped.to_string()),
+            ("delivery_failures", s.delivery_failures.to_string()),
+            (
+                "events_put",
+                self.events_put.load(Ordering::Relaxed).to_string(),
+            ),
+            ("events_consumed", s.consumed.to_string()),
+            (
+                "put_errors",
+                self.put_errors.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "poll_errors",
+                self.poll_errors.load(Ordering::Relaxed).to_string(),
+            ),
+            ("last_delivery_latency_ms", s.last_latency_ms.to_string()),
+            ("p50_delivery_latency_ms", s.p50_latency_ms.to_string()),
+            ("p99_delivery_latency_ms", s.p99_latency_ms.to_string()),
+            ("max_delivery_latency_ms", s.max_latency_ms.to_string()),
+            (
+                "last_consumed_put_at_ms",
+                s.last_consumed_put_at_ms.to_string(),
+            ),
+            ("bus_stream", self.config.bus_stream.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ProcessStatus {
+            name: "eventbridge".into(),
+            pid: std::process::id(),
+            threads: cascade_core::runtime::count_threads(),
+            frontend: None,
+            info,
+        }
+    }
+}
+
+/// Reads the bus and delivers, every `--dispatch-interval`, until cancelled.
+/// While the bus cannot be read nothing new is routed (delivery is delayed);
+/// what was already routed keeps being retried.
+async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationToken) {
+    let mut reader = StreamReader::new(&bus.config.bus_stream, true);
+    let mut tick = tokio::time::interval(bus.config.dispatch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = token.cancelled() => return,
+        }
+        match reader.poll(&bus.kinesis, POLL_LIMIT).await {
+            Ok(records) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(down_for = ?since.elapsed(), "event bus readable again");
+                }
+                let events = records
+                    .into_iter()
+                    .filter_map(|r| match serde_json::from_slice::<BusEvent>(&r.data) {
+                        Ok(e) => Some(e),
+                        Err(err) => {
+                            tracing::warn!(seq = %r.sequence_number, error = %err, "undecodable bus record skipped");
+                            None
+                        }
+                    })
+                    .collect();
+                bus.dispatcher.route(events);
+            }
+            Err(e) => {
+                bus.poll_errors.fetch_add(1, Ordering::Relaxed);
+                if failing_since.is_none() {
+                    failing_since = Some(Instant::now());
+                    tracing::warn!(error = %Status::from(e).message(), "cannot read the event bus from Kinesis; delivery delayed");
+                }
+            }
+        }
+        bus.dispatcher.deliver_pending(&targets).await;
+    }
+}
+
+/// Runs EventBridge on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: EventBridgeConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if config.dispatch_interval.is_zero() {
+        anyhow::bail!("--dispatch-interval: must be more than 0 (e.g. 100ms)");
+    }
+    let kinesis = KinesisProducer::new(config.kinesis.clone())
+        .with_context(|| format!("--kinesis-backend {:?}", config.kinesis.kinesis_backend))?;
+    let targets = GrpcTargets::new(&config)?;
+    tracing::info!(bus = %config.bus_stream, ecs = ?config.ecs, lambda = ?config.lambda,
+        dispatch_interval = ?config.dispatch_interval, "eventbridge starting");
+    let bus = Arc::new(Bus {
+        config,
+        kinesis,
+        dispatcher: Dispatcher::default(),
+        put_errors: AtomicU64::new(0),
+        events_put: AtomicU64::new(0),
+        poll_errors: AtomicU64::new(0),
+    });
+    let (routes, health) = serve::base_routes(bus.clone())?;
+    let routes = routes.add_service(EventBridgeServer::new(Api(bus.clone())));
+    let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
+
+    let until = Instant::now() + BOOT_DEADLINE;
+    loop {
+        match bus
+            .kinesis
+            .ensure_stream(&bus.config.bus_stream, BUS_SHARDS)
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if Instant::now() >= until => {
+                shutdown.cancel();
+                let _ = server.await;
+                anyhow::bail!(
+                    "Kinesis: cannot create the event bus stream {:?} after {BOOT_DEADLINE:?}: {}",
+                    bus.config.bus_stream,
+                    Status::from(e).message()
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %Status::from(e).message(), "Kinesis not ready for the event bus; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    serve::set_serving(&health, true).await;
+    let dispatcher = tokio::spawn(dispatch_loop(bus.clone(), targets, shutdown.clone()));
+    let result = server.await.context("server task")?;
+    dispatcher.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(source: &str, detail_type: &str, detail: &str) -> pb::EventEntry {
+        pb::EventEntry {
+            source: source.into(),
+            detail_type: detail_type.into(),
+            detail: detail.into(),
+            time_ms: 0,
+        }
+    }
+
+    fn message(r: Result<(), ServiceError>) -> String {
+        match r {
+            Err(ServiceError::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn put_events_validation_names_the_entry_and_field() {
+        let ok = entry("aws.ecs", "ECS Task Workflow", r#"{"task_id":"t"}"#);
+        assert!(validate_entries(std::slice::from_ref(&ok)).is_ok());
+        assert!(message(validate_entries(&[])).starts_with("entries: 0 given"));
+        assert!(message(validate_entries(&vec![ok.clone(); 11])).starts_with("entries: 11"));
+        let m = message(validate_entries(&[ok.clone(), entry("", "d", "{}")]));
+        assert!(m.starts_with("entries[1].source"), "{m}");
+        let m = message(validate_entries(&[entry("s", "", "{}")]));
+        assert!(m.starts_with("entries[0].detail_type"), "{m}");
+        let m = message(validate_entries(&[ok, entry("s", "d", "{not json")]));
+        assert!(m.starts_with("entries[1].detail"), "{m}");
+        assert!(message(validate_entries(&[entry("s", "d", "")])).contains("JSON"));
+    }
+
+    #[test]
+    fn event_ids_are_uuid_shaped_and_distinct() {
+        let a = event_id();
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+        assert_ne!(a, event_id());
+    }
+
+    #[test]
+    fn bus_events_round_trip_as_json() {
+        let e = BusEvent {
+            event_id: event_id(),
+            source: "aws.ecs".into(),
+            detail_type: "ECS Task Workflow".into(),
+            detail: r#"{"task_id":"t-1","transition":"provision"}"#.into(),
+            put_at_ms: 42,
+            time_ms: 40,
+        };
+        let bytes = serde_json::to_vec(&e).expect("encodes");
+        assert_eq!(
+            serde_json::from_slice::<BusEvent>(&bytes).expect("decodes"),
+            e
+        );
+    }
+}
