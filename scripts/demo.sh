@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The outage in one command: bring a healthy fleet up, add a little capacity,
-# watch every front-end's shard-map fail when the kernel refuses a peer
-# thread, then recover by removing capacity and restarting the fleet.
+# The outage in one command: bring the whole topology up (Kinesis, Cognito,
+# CloudWatch, Lambda, EventBridge, ECS), add a little capacity, watch every
+# front-end's shard-map fail when the kernel refuses a peer thread and the
+# failure spread to every service, then recover by removing capacity and
+# restarting the fleet.
 # Uses only `cascade` commands; everything is taken down on exit or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,11 +44,19 @@ wait_for "every shard-map unusable" "all(f['shard_map']=='unusable' for f in s['
 $C status
 echo "== 3. the data plane is down: PutRecord answers UNAVAILABLE =="
 $C kinesis put-record --stream-name orders --partition-key customer-1 --data "during the outage" || true
+echo "   ... and the failure spreads (customer traffic is the judge)"
+wait_for "Cognito, CloudWatch, EventBridge, Lambda and ECS impaired" \
+  "all(x['health']!='serving' for x in s['services'] if x['name'] in ('cognito','cloudwatch','lambda','eventbridge','ecs'))" 90
+$C status
+echo "== the Service Health Dashboard: the primary tool signs in through Cognito =="
+$C shd post "We are investigating increased error rates" || true
+$C shd post --backup "We are investigating increased error rates"
 
 echo "== 4. recovery: remove the added capacity, then restart the fleet =="
 $C remove-capacity "$ADD"
 $C restart-frontends --batch 4
 wait_for "every shard-map ready again" "all(f['shard_map']=='ready' for f in s['frontends'])" 60
+wait_for "every service serving again" "all(x['health']=='serving' for x in s['services'])" 90
 $C kinesis put-record --stream-name orders --partition-key customer-1 --data "after recovery"
 $C kinesis get-records --stream-name orders --shard-id "$($C kinesis put-record --stream-name orders --partition-key customer-1 --data again | python3 -c 'import json,sys; print(json.load(sys.stdin)["ShardId"])')"
 $C status
