@@ -607,10 +607,14 @@ pub async fn shd(cmd: ShdCmd) -> anyhow::Result<()> {
                     })
                     .await
                     .map_err(|s| {
+                        // tonic reports its own deadline as CANCELLED("Timeout expired").
+                        let why = if s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired") {
+                            "DeadlineExceeded: no answer within 2 s".to_owned()
+                        } else {
+                            format!("{:?}: {}", s.code(), s.message())
+                        };
                         anyhow::anyhow!(
-                            "primary SHD tool: Cognito sign-in failed: {:?}: {} (the backup tool, `cascade shd post --backup`, does not need Cognito)",
-                            s.code(),
-                            s.message()
+                            "primary SHD tool: Cognito sign-in failed: {why} (the backup tool, `cascade shd post --backup`, does not need Cognito)"
                         )
                     })?
                     .into_inner()

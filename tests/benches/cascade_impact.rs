@@ -16,7 +16,11 @@ use serde_json::Value;
 const TIME_SCALE: f64 = 360.0;
 
 fn pids(s: &Value) -> Vec<u32> {
-    let mut v: Vec<u32> = Fleet::frontends(s).iter().filter_map(|f| f["pid"].as_u64()).map(|p| p as u32).collect();
+    let mut v: Vec<u32> = Fleet::frontends(s)
+        .iter()
+        .filter_map(|f| f["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect();
     for svc in s["services"].as_array().into_iter().flatten() {
         if let Some(p) = svc["pid"].as_u64().filter(|p| *p > 0) {
             v.push(p as u32);
@@ -61,16 +65,40 @@ fn at_rest(fleet: &Fleet, secs: u64) -> (f64, f64, usize) {
 }
 
 fn main() {
-    let common = ["--frontends", "8", "--thread-limit", "16", "--time-scale", "360"];
-    let base = Fleet::up("impact-base", &[&["--services", "kinesis"][..], &common[..]].concat());
-    base.wait_status("kinesis serving", Duration::from_secs(60), |s| s["services"].as_array().into_iter().flatten().all(|x| x["health"] == "serving"));
+    let common = [
+        "--frontends",
+        "8",
+        "--thread-limit",
+        "16",
+        "--time-scale",
+        "360",
+    ];
+    let base = Fleet::up(
+        "impact-base",
+        &[&["--services", "kinesis"][..], &common[..]].concat(),
+    );
+    base.wait_status("kinesis serving", Duration::from_secs(60), |s| {
+        s["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|x| x["health"] == "serving")
+    });
     let (b_cpu, b_rss, b_n) = at_rest(&base, 10);
     drop(base);
 
     let fleet = Fleet::up("impact", &common);
-    fleet.wait_status("every service serving", Duration::from_secs(60), |s| s["services"].as_array().into_iter().flatten().all(|x| x["health"] == "serving"));
+    fleet.wait_status("every service serving", Duration::from_secs(60), |s| {
+        s["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|x| x["health"] == "serving")
+    });
     let (cpu, rss, n) = at_rest(&fleet, 10);
-    println!("baseline: Kinesis only ({b_n} processes): {b_cpu:.3} cores, {b_rss:.0} MiB RSS at rest");
+    println!(
+        "baseline: Kinesis only ({b_n} processes): {b_cpu:.3} cores, {b_rss:.0} MiB RSS at rest"
+    );
     println!(
         "at rest:  whole topology ({n} processes): {cpu:.3} cores, {rss:.0} MiB RSS ({:.2}x CPU, {:.2}x memory of Kinesis only)",
         cpu / b_cpu.max(1e-9),
@@ -81,11 +109,22 @@ fn main() {
     let added = Instant::now();
     let mut first_failure: Option<Instant> = None;
     let mut impaired: BTreeMap<String, Instant> = BTreeMap::new();
-    let services = ["kinesis", "cognito", "cloudwatch", "lambda", "eventbridge", "ecs"];
+    let services = [
+        "kinesis",
+        "cognito",
+        "cloudwatch",
+        "lambda",
+        "eventbridge",
+        "ecs",
+    ];
     while impaired.len() < services.len() && added.elapsed() < Duration::from_secs(180) {
         let s = fleet.status();
         let now = Instant::now();
-        if first_failure.is_none() && Fleet::frontends(&s).iter().any(|f| f["shard_map"] == "unusable") {
+        if first_failure.is_none()
+            && Fleet::frontends(&s)
+                .iter()
+                .any(|f| f["shard_map"] == "unusable")
+        {
             first_failure = Some(now);
         }
         for svc in s["services"].as_array().into_iter().flatten() {
@@ -109,7 +148,10 @@ fn main() {
     order.sort_by_key(|(_, t)| **t);
     for (svc, t) in order {
         let d = t.saturating_duration_since(t0).as_secs_f64();
-        println!("cascade_impact: {svc:<12} impaired {d:>5.1} s after the first ShardMap failure ({:>5.0} incident min)", d * TIME_SCALE / 60.0);
+        println!(
+            "cascade_impact: {svc:<12} impaired {d:>5.1} s after the first ShardMap failure ({:>5.0} incident min)",
+            d * TIME_SCALE / 60.0
+        );
     }
     for svc in services {
         if !impaired.contains_key(svc) {
