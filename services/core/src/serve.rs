@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cascade_proto::control::control_server::{Control, ControlServer};
 use cascade_proto::control::{
-    ConfigureRequest, ConfigureResponse, GetStatusRequest, ProcessStatus,
+    ClearFaultRequest, ClearFaultResponse, ConfigureRequest, ConfigureResponse, GetStatusRequest,
+    GrpcFault, InjectFaultResponse, ListFaultsRequest, ListFaultsResponse, ProcessStatus,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -71,6 +72,27 @@ impl Control for ControlService {
         let applied = self.status.configure(&r.key, &r.value)?;
         tracing::info!(key = %r.key, %applied, "setting changed");
         Ok(Response::new(ConfigureResponse { applied }))
+    }
+
+    async fn inject_fault(
+        &self,
+        _req: Request<GrpcFault>,
+    ) -> Result<Response<InjectFaultResponse>, Status> {
+        Err(Status::unimplemented("the fault layer is being built"))
+    }
+
+    async fn clear_fault(
+        &self,
+        _req: Request<ClearFaultRequest>,
+    ) -> Result<Response<ClearFaultResponse>, Status> {
+        Err(Status::unimplemented("the fault layer is being built"))
+    }
+
+    async fn list_faults(
+        &self,
+        _req: Request<ListFaultsRequest>,
+    ) -> Result<Response<ListFaultsResponse>, Status> {
+        Err(Status::unimplemented("the fault layer is being built"))
     }
 }
 
