@@ -667,3 +667,77 @@ pub async fn configure(target: String, key: String, value: String) -> anyhow::Re
     }
     Ok(())
 }
+
+/// `cascade inject ...`: validates locally (nothing is sent on bad input).
+pub async fn inject(spec: crate::faults::FaultSpec) -> anyhow::Result<()> {
+    spec.validate().map_err(|e| UsageError(format!("{e:#}")))?;
+    let f = supervisor()
+        .await?
+        .inject_fault(sv::InjectFaultRequest {
+            spec_json: serde_json::to_string(&spec)?,
+        })
+        .await
+        .map_err(|s| rpc_error("inject", s))?
+        .into_inner();
+    let until = if f.expires_ms > 0 {
+        format!(
+            " for {}",
+            humantime::format_duration(Duration::from_millis(
+                (f.expires_ms - f.started_ms).max(0) as u64
+            ))
+        )
+    } else {
+        " until cleared".to_owned()
+    };
+    println!("{} {} on {}{until}", f.id, f.summary, f.targets.join(", "));
+    Ok(())
+}
+
+/// `cascade faults`.
+pub async fn faults() -> anyhow::Result<()> {
+    let faults = supervisor()
+        .await?
+        .list_faults(sv::ListFaultsRequest {})
+        .await
+        .map_err(|s| rpc_error("faults", s))?
+        .into_inner()
+        .faults;
+    if faults.is_empty() {
+        println!("no active faults");
+    }
+    let now = cascade_core::now_ms();
+    for f in faults {
+        let left = if f.expires_ms > 0 {
+            format!("{:.1} s left", (f.expires_ms - now).max(0) as f64 / 1000.0)
+        } else {
+            "until cleared".to_owned()
+        };
+        println!(
+            "{:<6} {:<50} {:<16} targets: {}",
+            f.id,
+            f.summary,
+            left,
+            f.targets.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `cascade clear [ID]`.
+pub async fn clear(id: Option<String>) -> anyhow::Result<()> {
+    let cleared = supervisor()
+        .await?
+        .clear_faults(sv::ClearFaultsRequest {
+            id: id.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| rpc_error("clear", s))?
+        .into_inner()
+        .cleared;
+    if cleared.is_empty() {
+        println!("no active faults");
+    } else {
+        println!("reverted {}", cleared.join(", "));
+    }
+    Ok(())
+}

@@ -47,7 +47,7 @@ pub enum ChildLimit {
 }
 
 /// What to start.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChildSpec {
     /// Instance name (log file and status name).
     pub name: String,
@@ -152,6 +152,8 @@ pub fn spawn(
                 .iter()
                 .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
         )
+        // Who this process is, for the callee-side `from` filter of faults.
+        .env("CASCADE_INSTANCE", &spec.name)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));

@@ -2,6 +2,7 @@
 //! Thin: parse flags, then hand over to the supervisor or a client command.
 
 mod client;
+mod faults;
 mod home;
 mod launcher;
 mod limits;
@@ -75,6 +76,16 @@ enum Command {
     /// Post to, or list, the Service Health Dashboard.
     #[command(subcommand)]
     Shd(client::ShdCmd),
+    /// Inject a fault: gRPC (latency, error, hang, blackhole), network
+    /// (partition), process (kill, pause, restart) or resource (thread-limit).
+    Inject(faults::FaultSpec),
+    /// List the faults in force and the time they have left.
+    Faults,
+    /// Revert one fault by id, or every fault.
+    Clear {
+        /// The fault id (from `cascade faults`); omit to clear all.
+        id: Option<String>,
+    },
     /// Change a live setting (remediation toggle, buffer size) of a service or instance.
     Configure {
         /// A service name (every instance) or an instance name, e.g. cognito or cognito-0.
@@ -135,6 +146,9 @@ fn main() -> ExitCode {
             }
             Command::Kinesis(cmd) => report(client::kinesis(cmd).await),
             Command::Probe(args) => report(client::probe(args).await),
+            Command::Inject(spec) => report(client::inject(spec).await),
+            Command::Faults => report(client::faults().await),
+            Command::Clear { id } => report(client::clear(id).await),
             Command::Shd(cmd) => report(client::shd(cmd).await),
             Command::Configure { target, key, value } => {
                 report(client::configure(target, key, value).await)

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::faults::{FaultKind, FaultSpec};
 use crate::home;
 use crate::launcher::{self, ChildLimit, ChildSpec, RunningChild};
 use crate::limits::{EnforcementPref, LimitPlan, ThreadLimitArg};
@@ -129,12 +130,13 @@ struct Instance {
     /// Bound here and kept across restarts, so the address never changes.
     listener: TcpListener,
     child: RunningChild,
-    limit: ChildLimit,
+    /// How it was started (restarts reuse it: same flags, same limit).
+    spec: ChildSpec,
 }
 
 impl Instance {
     fn cgroup(&self) -> Option<&InstanceCgroup> {
-        match &self.limit {
+        match &self.spec.limit {
             ChildLimit::Cgroup(cg) => Some(cg),
             _ => None,
         }
@@ -189,6 +191,10 @@ pub struct Supervisor {
     caller: Mutex<Option<Arc<Caller>>>,
     /// Service Health Dashboard posts.
     shd: Mutex<Vec<sv::ShdPost>>,
+    /// Faults in force, with how to revert each.
+    faults: Mutex<Vec<ActiveFault>>,
+    /// Next fault id number.
+    next_fault: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -248,14 +254,14 @@ impl Supervisor {
             cgroup: None,
         });
         fleet.backend = Some(Instance {
-            name: spec.name,
+            name: spec.name.clone(),
             id: String::new(),
             service: Service::Kinesis,
             fleet: String::new(),
             addr,
             listener,
             child,
-            limit: ChildLimit::None,
+            spec,
         });
         Ok(())
     }
@@ -314,7 +320,7 @@ impl Supervisor {
                     name: name.clone(),
                     program: program.clone(),
                     args: self.frontend_args(&id, backend, fleet_name),
-                    limit: limit.clone(),
+                    limit,
                 };
                 let child = launcher::spawn(&spec, &listener, &self.logs())?;
                 Ok(Instance {
@@ -325,7 +331,7 @@ impl Supervisor {
                     addr,
                     listener,
                     child,
-                    limit,
+                    spec,
                 })
             })();
             match res {
@@ -403,7 +409,7 @@ impl Supervisor {
                     addr: addrs.instances[&p.name].clone(),
                     listener,
                     child,
-                    limit: ChildLimit::None,
+                    spec,
                 });
             }
             let ready = wait_all_ready(&mut started).await;
@@ -466,15 +472,10 @@ impl Supervisor {
     }
 
     /// Restarts one front-end in place: same id, address and limit.
-    async fn respawn(&self, inst: &mut Instance, backend: &str) -> anyhow::Result<()> {
+    /// Restarts one process in place: same flags, address and limit.
+    async fn respawn(&self, inst: &mut Instance) -> anyhow::Result<()> {
         inst.child.stop().await;
-        let spec = ChildSpec {
-            name: inst.name.clone(),
-            program: launcher::binary("kinesis-frontend")?,
-            args: self.frontend_args(&inst.id, backend, &inst.fleet),
-            limit: inst.limit.clone(),
-        };
-        inst.child = launcher::spawn(&spec, &inst.listener, &self.logs())?;
+        inst.child = launcher::spawn(&inst.spec, &inst.listener, &self.logs())?;
         Ok(())
     }
 
@@ -751,8 +752,264 @@ impl Supervisor {
         }
     }
 
+    /// Every process the run has, for fault targets.
+    fn all_entries(&self) -> Vec<RosterEntry> {
+        let mut all: Vec<RosterEntry> = self
+            .backend_entry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        all.extend(
+            self.roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all.extend(
+            self.service_roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
+    }
+
+    /// Applies a fault; it stays in force until cleared, until its duration
+    /// passes, or until the run ends.
+    async fn inject_fault(
+        self: &Arc<Self>,
+        spec: FaultSpec,
+    ) -> Result<sv::ActiveFault, tonic::Status> {
+        spec.validate()
+            .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+        let all = self.all_entries();
+        let names: Vec<String> = all.iter().map(|e| e.name.clone()).collect();
+        let pick = |t: &str| {
+            crate::faults::select(t, &names, spec.percent, spec.seed)
+                .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))
+        };
+        let entry = |n: &str| all.iter().find(|e| e.name == n).cloned();
+        let id = format!(
+            "f-{}",
+            self.next_fault
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (targets, revert) = match &spec.kind {
+            FaultKind::Latency { .. }
+            | FaultKind::Error { .. }
+            | FaultKind::Hang { .. }
+            | FaultKind::Blackhole { .. } => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let fault = grpc_fault(&id, &spec, None);
+                let mut applied = Vec::new();
+                for t in &targets {
+                    let e = entry(t).ok_or_else(|| tonic::Status::internal("target vanished"))?;
+                    let r = ControlClient::new(e.channel.clone())
+                        .inject_fault(fault.clone())
+                        .await;
+                    if let Err(s) = r {
+                        revert_grpc(&id, &applied).await;
+                        return Err(tonic::Status::failed_precondition(format!(
+                            "{t}: {}",
+                            s.message()
+                        )));
+                    }
+                    applied.push(e.channel);
+                }
+                (targets, Revert::Grpc(applied))
+            }
+            FaultKind::Partition { between, one_way } => {
+                let a = pick(&between[0])?;
+                let b = pick(&between[1])?;
+                let mut applied = Vec::new();
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                for x in &a {
+                    for y in &b {
+                        pairs.push((x.clone(), y.clone()));
+                        if !one_way {
+                            pairs.push((y.clone(), x.clone()));
+                        }
+                    }
+                }
+                for (from, to) in &pairs {
+                    let (Some(f), Some(t)) = (entry(from), entry(to)) else {
+                        continue;
+                    };
+                    let fault = grpc_fault(&id, &spec, Some(&t.addr));
+                    if let Err(s) = ControlClient::new(f.channel.clone())
+                        .inject_fault(fault)
+                        .await
+                    {
+                        revert_grpc(&id, &applied).await;
+                        return Err(tonic::Status::failed_precondition(format!(
+                            "{from}: {}",
+                            s.message()
+                        )));
+                    }
+                    applied.push(f.channel);
+                }
+                ([a, b].concat(), Revert::Grpc(applied))
+            }
+            FaultKind::Kill { signal } => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let sig = crate::faults::signal_number(signal)
+                    .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+                for t in &targets {
+                    if let Some(e) = entry(t) {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(e.pid as i32, sig) };
+                    }
+                }
+                (targets, Revert::Nothing)
+            }
+            FaultKind::Pause => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let pids: Vec<u32> = targets
+                    .iter()
+                    .filter_map(|t| entry(t))
+                    .map(|e| e.pid)
+                    .collect();
+                for p in &pids {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
+                }
+                (targets, Revert::Continue(pids))
+            }
+            FaultKind::Restart => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let mut fleet = self.fleet.lock().await;
+                let Fleet {
+                    backend,
+                    frontends,
+                    cw_frontends,
+                    services,
+                    ..
+                } = &mut *fleet;
+                for inst in backend
+                    .iter_mut()
+                    .chain(frontends.iter_mut())
+                    .chain(cw_frontends.iter_mut())
+                    .chain(services.iter_mut())
+                {
+                    if targets.contains(&inst.name) {
+                        self.respawn(inst).await.map_err(internal)?;
+                        wait_all_ready(std::slice::from_mut(inst))
+                            .await
+                            .map_err(internal)?;
+                    }
+                }
+                self.publish_roster(&fleet);
+                if let Some(b) = &fleet.backend {
+                    let mut be = self.backend_entry.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(e) = be.as_mut() {
+                        e.pid = b.child.pid();
+                    }
+                }
+                (targets, Revert::Nothing)
+            }
+            FaultKind::ThreadLimit { limit } => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let mut saved = Vec::new();
+                for t in &targets {
+                    let e = entry(t).ok_or_else(|| tonic::Status::internal("target vanished"))?;
+                    let Some(cg) = e.cgroup.clone() else {
+                        return Err(tonic::Status::failed_precondition(format!(
+                            "{t}: thread-limit needs a front-end under cgroup enforcement (this run uses {})",
+                            self.plan.enforcement.as_str()
+                        )));
+                    };
+                    let old = std::fs::read_to_string(cg.path.join("pids.max"))
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_else(|_| "max".into());
+                    cg.set_limit(*limit).map_err(internal)?;
+                    saved.push((cg, old));
+                }
+                (targets, Revert::ThreadLimit(saved))
+            }
+        };
+        let now = cascade_core::now_ms();
+        let expires_ms = spec.duration.map_or(0, |d| now + d.as_millis() as i64);
+        let one_shot = matches!(revert, Revert::Nothing);
+        let active = ActiveFault {
+            id: id.clone(),
+            spec: spec.clone(),
+            targets: targets.clone(),
+            started_ms: now,
+            expires_ms,
+            revert,
+        };
+        let reply = active.to_proto();
+        tracing::info!(%id, summary = %spec.summary(), ?targets, seed = spec.seed, "fault injected");
+        if !one_shot {
+            self.faults
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(active);
+            if let Some(d) = spec.duration {
+                let sup = self.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {
+                            let cleared = sup.clear_faults(&id).await;
+                            if !cleared.is_empty() {
+                                tracing::info!(%id, "fault expired and was reverted");
+                            }
+                        }
+                        _ = sup.shutdown.cancelled() => {}
+                    }
+                });
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Reverts fault `id`, or every fault when `id` is empty.
+    async fn clear_faults(&self, id: &str) -> Vec<String> {
+        let gone: Vec<ActiveFault> = {
+            let mut f = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+            let (gone, keep) = f.drain(..).partition(|x| id.is_empty() || x.id == id);
+            *f = keep;
+            gone
+        };
+        let mut ids = Vec::new();
+        for f in gone {
+            match f.revert {
+                Revert::Grpc(channels) => revert_grpc(&f.id, &channels).await,
+                Revert::Continue(pids) => {
+                    for p in pids {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(p as i32, libc::SIGCONT) };
+                    }
+                }
+                Revert::ThreadLimit(saved) => {
+                    for (cg, old) in saved {
+                        let value = old
+                            .parse::<u64>()
+                            .unwrap_or(crate::limits::MAX_THREAD_LIMIT);
+                        if let Err(e) = cg.set_limit(value) {
+                            tracing::error!(error = %format!("{e:#}"), "could not restore pids.max");
+                        }
+                    }
+                }
+                Revert::Nothing => {}
+            }
+            tracing::info!(id = %f.id, "fault reverted");
+            ids.push(f.id);
+        }
+        ids
+    }
+
     /// Stops every process and removes what the run created.
     async fn teardown(&self) {
+        // Revert every fault first: a paused process cannot even exit.
+        let cleared = self.clear_faults("").await;
+        if !cleared.is_empty() {
+            tracing::info!(?cleared, "faults reverted at shutdown");
+        }
         let mut fleet = self.fleet.lock().await;
         while let Some(mut inst) = fleet.services.pop() {
             inst.child.stop().await;
@@ -775,6 +1032,99 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.plan.cleanup();
+    }
+}
+
+/// How to undo a fault.
+enum Revert {
+    /// Clear the gRPC fault (by id) on these processes' fault layers.
+    Grpc(Vec<Channel>),
+    /// SIGCONT these pids.
+    Continue(Vec<u32>),
+    /// Restore these cgroups' `pids.max`.
+    ThreadLimit(Vec<(InstanceCgroup, String)>),
+    /// One-shot (kill, restart): nothing to undo.
+    Nothing,
+}
+
+/// A fault in force.
+struct ActiveFault {
+    id: String,
+    spec: FaultSpec,
+    targets: Vec<String>,
+    started_ms: i64,
+    expires_ms: i64,
+    revert: Revert,
+}
+
+impl ActiveFault {
+    fn to_proto(&self) -> sv::ActiveFault {
+        sv::ActiveFault {
+            id: self.id.clone(),
+            spec_json: serde_json::to_string(&self.spec).unwrap_or_default(),
+            summary: self.spec.summary(),
+            targets: self.targets.clone(),
+            started_ms: self.started_ms,
+            expires_ms: self.expires_ms,
+        }
+    }
+}
+
+/// The Control-level fault for a gRPC-kind spec (`to`: outbound to that address).
+fn grpc_fault(id: &str, spec: &FaultSpec, to: Option<&str>) -> cascade_proto::control::GrpcFault {
+    let mut f = cascade_proto::control::GrpcFault {
+        id: id.to_owned(),
+        probability: 1.0,
+        seed: spec.seed,
+        to: to.unwrap_or_default().to_owned(),
+        ..Default::default()
+    };
+    let scope = |f: &mut cascade_proto::control::GrpcFault, g: &crate::faults::GrpcScope| {
+        f.probability = g.probability;
+        f.method = g.method.clone().unwrap_or_default();
+    };
+    match &spec.kind {
+        FaultKind::Latency {
+            latency,
+            jitter,
+            grpc,
+        } => {
+            f.kind = "latency".into();
+            f.latency_ms = latency.as_millis() as u64;
+            f.jitter_ms = jitter.as_millis() as u64;
+            scope(&mut f, grpc);
+        }
+        FaultKind::Error { code, grpc } => {
+            f.kind = "error".into();
+            f.code = code.clone();
+            scope(&mut f, grpc);
+        }
+        FaultKind::Hang { grpc } => {
+            f.kind = "hang".into();
+            scope(&mut f, grpc);
+        }
+        FaultKind::Blackhole { grpc } => {
+            f.kind = "blackhole".into();
+            scope(&mut f, grpc);
+        }
+        FaultKind::Partition { .. } => {
+            f.kind = "error".into();
+            f.code = "UNAVAILABLE".into();
+            f.message = format!("unreachable: network partition ({id})");
+        }
+        _ => {}
+    }
+    f
+}
+
+async fn revert_grpc(id: &str, channels: &[Channel]) {
+    for ch in channels {
+        if let Err(s) = ControlClient::new(ch.clone())
+            .clear_fault(cascade_proto::control::ClearFaultRequest { id: id.to_owned() })
+            .await
+        {
+            tracing::warn!(%id, error = %s.message(), "could not clear a fault (process gone?)");
+        }
     }
 }
 
@@ -944,13 +1294,6 @@ impl SupervisorApi for Api {
         tokio::spawn(async move {
             let mut fleet = sup.fleet.lock().await;
             let total = fleet.frontends.len();
-            let backend = match Supervisor::backend_addr(&fleet) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = tx.send(Err(internal(e))).await;
-                    return;
-                }
-            };
             let mut done = 0;
             let batch = r.batch as usize;
             let mut start = 0;
@@ -958,7 +1301,7 @@ impl SupervisorApi for Api {
                 let end = (start + batch).min(total);
                 let mut result = Ok(());
                 for inst in &mut fleet.frontends[start..end] {
-                    if let Err(e) = sup.respawn(inst, &backend).await {
+                    if let Err(e) = sup.respawn(inst).await {
                         result = Err(e);
                         break;
                     }
@@ -1137,6 +1480,44 @@ impl SupervisorApi for Api {
         }
         Ok(tonic::Response::new(sv::ConfigureReply { applied }))
     }
+
+    async fn inject_fault(
+        &self,
+        r: tonic::Request<sv::InjectFaultRequest>,
+    ) -> Result<tonic::Response<sv::ActiveFault>, tonic::Status> {
+        let spec: FaultSpec = serde_json::from_str(&r.into_inner().spec_json)
+            .map_err(|e| tonic::Status::invalid_argument(format!("fault spec: {e}")))?;
+        Ok(tonic::Response::new(self.0.inject_fault(spec).await?))
+    }
+
+    async fn list_faults(
+        &self,
+        _r: tonic::Request<sv::ListFaultsRequest>,
+    ) -> Result<tonic::Response<sv::ListFaultsReply>, tonic::Status> {
+        let faults = self
+            .0
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(ActiveFault::to_proto)
+            .collect();
+        Ok(tonic::Response::new(sv::ListFaultsReply { faults }))
+    }
+
+    async fn clear_faults(
+        &self,
+        r: tonic::Request<sv::ClearFaultsRequest>,
+    ) -> Result<tonic::Response<sv::ClearFaultsReply>, tonic::Status> {
+        let id = r.into_inner().id;
+        let cleared = self.0.clear_faults(&id).await;
+        if !id.is_empty() && cleared.is_empty() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "id: no active fault {id:?}; `cascade faults` lists them"
+            )));
+        }
+        Ok(tonic::Response::new(sv::ClearFaultsReply { cleared }))
+    }
 }
 
 /// Runs a whole topology until shutdown; `supervisor.json` appears once
@@ -1203,6 +1584,8 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         recorder: Arc::default(),
         caller: Mutex::default(),
         shd: Mutex::default(),
+        faults: Mutex::default(),
+        next_fault: std::sync::atomic::AtomicU64::new(1),
         shutdown: shutdown.clone(),
     });
     let result = serve_run(&sup, &home_dir, &args).await;
