@@ -97,6 +97,18 @@ pub enum FaultKind {
         #[arg(long)]
         limit: u64,
     },
+    /// Make the target hold N extra idle threads, inside its own thread budget.
+    ThreadHog {
+        /// Extra threads to hold.
+        #[arg(long)]
+        threads: u32,
+    },
+    /// Take memory of a Lambda invocation host (real bytes, charged to its budget).
+    MemoryHog {
+        /// Bytes to hold, e.g. 4194304.
+        #[arg(long)]
+        bytes: u64,
+    },
 }
 
 fn default_signal() -> String {
@@ -234,6 +246,18 @@ impl FaultSpec {
                 }
                 None
             }
+            FaultKind::ThreadHog { threads } => {
+                if *threads == 0 || *threads > 4096 {
+                    bail!("--threads {threads}: use 1 to 4096");
+                }
+                None
+            }
+            FaultKind::MemoryHog { bytes } => {
+                if *bytes == 0 {
+                    bail!("--bytes: give a size above 0 (e.g. 4194304)");
+                }
+                None
+            }
             FaultKind::Pause | FaultKind::Restart => None,
         };
         if let Some(g) = grpc
@@ -281,6 +305,8 @@ impl FaultSpec {
             FaultKind::Pause => "pause (SIGSTOP)".into(),
             FaultKind::Restart => "restart".into(),
             FaultKind::ThreadLimit { limit } => format!("thread-limit {limit}"),
+            FaultKind::ThreadHog { threads } => format!("thread-hog {threads} threads"),
+            FaultKind::MemoryHog { bytes } => format!("memory-hog {bytes} bytes"),
         };
         match (&self.target, self.percent) {
             (Some(t), Some(p)) => format!("{what} on {p}% of {t}"),

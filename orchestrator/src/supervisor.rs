@@ -911,6 +911,23 @@ impl Supervisor {
                 }
                 (targets, Revert::Nothing)
             }
+            FaultKind::ThreadHog { threads } => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                let applied =
+                    configure_all(&targets, &entry, "thread_hog", &threads.to_string()).await?;
+                (targets, Revert::Configure(applied, "thread_hog"))
+            }
+            FaultKind::MemoryHog { bytes } => {
+                let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                if let Some(t) = targets.iter().find(|t| !t.starts_with("lambda-")) {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "--target: memory-hog applies to Lambda hosts; {t} is not one"
+                    )));
+                }
+                let applied =
+                    configure_all(&targets, &entry, "memory_hog", &bytes.to_string()).await?;
+                (targets, Revert::Configure(applied, "memory_hog"))
+            }
             FaultKind::ThreadLimit { limit } => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
                 let mut saved = Vec::new();
@@ -995,6 +1012,19 @@ impl Supervisor {
                         }
                     }
                 }
+                Revert::Configure(channels, key) => {
+                    for ch in channels {
+                        if let Err(s) = ControlClient::new(ch)
+                            .configure(cascade_proto::control::ConfigureRequest {
+                                key: key.to_owned(),
+                                value: "0".into(),
+                            })
+                            .await
+                        {
+                            tracing::warn!(error = %s.message(), "could not revert {key}");
+                        }
+                    }
+                }
                 Revert::Nothing => {}
             }
             tracing::info!(id = %f.id, "fault reverted");
@@ -1043,8 +1073,45 @@ enum Revert {
     Continue(Vec<u32>),
     /// Restore these cgroups' `pids.max`.
     ThreadLimit(Vec<(InstanceCgroup, String)>),
+    /// Set this Control key back to 0 on these processes.
+    Configure(Vec<Channel>, &'static str),
     /// One-shot (kill, restart): nothing to undo.
     Nothing,
+}
+
+/// Applies a Control setting on every target; undoes it on all if one fails.
+async fn configure_all(
+    targets: &[String],
+    entry: &impl Fn(&str) -> Option<RosterEntry>,
+    key: &'static str,
+    value: &str,
+) -> Result<Vec<Channel>, tonic::Status> {
+    let mut applied: Vec<Channel> = Vec::new();
+    for t in targets {
+        let e = entry(t).ok_or_else(|| tonic::Status::internal("target vanished"))?;
+        let r = ControlClient::new(e.channel.clone())
+            .configure(cascade_proto::control::ConfigureRequest {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            })
+            .await;
+        if let Err(s) = r {
+            for ch in &applied {
+                let _ = ControlClient::new(ch.clone())
+                    .configure(cascade_proto::control::ConfigureRequest {
+                        key: key.to_owned(),
+                        value: "0".into(),
+                    })
+                    .await;
+            }
+            return Err(tonic::Status::failed_precondition(format!(
+                "{t}: {}",
+                s.message()
+            )));
+        }
+        applied.push(e.channel);
+    }
+    Ok(applied)
 }
 
 /// A fault in force.

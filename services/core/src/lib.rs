@@ -1,10 +1,11 @@
 //! Shared library for every Cascade service: server bootstrap (health,
-//! reflection, Control), one error mapping, telemetry, shutdown, the fixed
-//! thread budget of a process, kernel thread-limit enforcement, and the
-//! Kinesis key-space helpers both Kinesis tiers agree on.
+//! reflection, Control), the fault layer, one error mapping, telemetry,
+//! shutdown, the fixed thread budget of a process, kernel thread-limit
+//! enforcement, and the Kinesis key-space helpers both Kinesis tiers agree on.
 
 pub mod clients;
 pub mod error;
+pub mod fault;
 pub mod keyspace;
 pub mod kinesis;
 pub mod listen;

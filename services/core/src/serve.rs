@@ -1,6 +1,7 @@
 //! Server bootstrap shared by every service: `grpc.health.v1`, gRPC
 //! reflection and the `Control` service are always served next to the
-//! service's own APIs, and shutdown drains under a bounded grace period.
+//! service's own APIs, every call passes the fault layer, and shutdown drains
+//! under a bounded grace period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,30 +70,37 @@ impl Control for ControlService {
         req: Request<ConfigureRequest>,
     ) -> Result<Response<ConfigureResponse>, Status> {
         let r = req.into_inner();
-        let applied = self.status.configure(&r.key, &r.value)?;
+        let applied = if r.key == "thread_hog" {
+            crate::fault::set_thread_hog(&r.value)?
+        } else {
+            self.status.configure(&r.key, &r.value)?
+        };
         tracing::info!(key = %r.key, %applied, "setting changed");
         Ok(Response::new(ConfigureResponse { applied }))
     }
 
     async fn inject_fault(
         &self,
-        _req: Request<GrpcFault>,
+        req: Request<GrpcFault>,
     ) -> Result<Response<InjectFaultResponse>, Status> {
-        Err(Status::unimplemented("the fault layer is being built"))
+        crate::fault::registry().inject(req.into_inner())?;
+        Ok(Response::new(InjectFaultResponse {}))
     }
 
     async fn clear_fault(
         &self,
-        _req: Request<ClearFaultRequest>,
+        req: Request<ClearFaultRequest>,
     ) -> Result<Response<ClearFaultResponse>, Status> {
-        Err(Status::unimplemented("the fault layer is being built"))
+        let cleared = crate::fault::registry().clear(&req.into_inner().id);
+        Ok(Response::new(ClearFaultResponse { cleared }))
     }
 
     async fn list_faults(
         &self,
         _req: Request<ListFaultsRequest>,
     ) -> Result<Response<ListFaultsResponse>, Status> {
-        Err(Status::unimplemented("the fault layer is being built"))
+        let faults = crate::fault::registry().list();
+        Ok(Response::new(ListFaultsResponse { faults }))
     }
 }
 
@@ -155,6 +163,9 @@ where
     let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .trace_fn(|req| tracing::debug_span!("grpc", path = %req.uri().path()))
+            .layer(crate::fault::FaultLayer::new(
+                crate::fault::registry().clone(),
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned()),
     );

@@ -30,6 +30,8 @@ pub struct InvocationHost {
     invocations_refused: AtomicU64,
     /// Whether the last invocation was refused, to log only transitions.
     refusing: AtomicBool,
+    /// Real bytes held by the `memory_hog` fault (charged to the budget).
+    hog: std::sync::Mutex<Vec<u8>>,
 }
 
 impl InvocationHost {
@@ -46,6 +48,7 @@ impl InvocationHost {
             invocations_ok: AtomicU64::new(0),
             invocations_refused: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
+            hog: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -146,6 +149,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
             ("agent_last_flush_error", agent.last_flush_error),
             ("invocations_ok", ok.to_string()),
             ("invocations_refused", refused.to_string()),
+            ("memory_hog_bytes", usage.hog.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -168,8 +172,26 @@ impl cascade_core::serve::StatusSource for InvocationHost {
                 self.agent.set_max(max);
                 Ok(format_max(max))
             }
+            "memory_hog" => {
+                // A fault: another tenant takes real memory of this host.
+                let bytes: u64 = value.trim().parse().map_err(|_| {
+                    ServiceError::invalid(format!(
+                        "value: {value:?} is not a number of bytes (for key memory_hog)"
+                    ))
+                })?;
+                if bytes > self.budget.limit().saturating_mul(4) {
+                    return Err(ServiceError::invalid(format!(
+                        "value: {bytes} bytes is more than 4x the {} budget (for key memory_hog)",
+                        self.budget.limit()
+                    )));
+                }
+                let mut hog = self.hog.lock().unwrap_or_else(|p| p.into_inner());
+                *hog = vec![0xA5; bytes as usize];
+                self.budget.set_hog(bytes);
+                Ok(bytes.to_string())
+            }
             other => Err(ServiceError::invalid(format!(
-                "key: {other:?} is not a setting of lambda; valid keys: agent_buffer_max"
+                "key: {other:?} is not a setting of lambda; valid keys: agent_buffer_max, memory_hog"
             ))),
         }
     }

@@ -39,12 +39,14 @@ pub struct Usage {
     pub invocations: u64,
     /// Invocations holding a reservation right now.
     pub running: u64,
+    /// Held by a memory hog (a fault: another tenant of the host).
+    pub hog: u64,
 }
 
 impl Usage {
     /// All reserved bytes.
     pub fn total(&self) -> u64 {
-        self.agent + self.invocations
+        self.agent + self.invocations + self.hog
     }
 }
 
@@ -64,11 +66,16 @@ impl std::fmt::Display for Contention {
         write!(
             f,
             "memory contention on the invocation host: the metrics agent buffer holds {} of the {} budget \
-             ({} running invocation(s) hold {}); cannot reserve {} for this invocation",
+             ({} running invocation(s) hold {}{}); cannot reserve {} for this invocation",
             human(self.usage.agent),
             human(self.limit),
             self.usage.running,
             human(self.usage.invocations),
+            if self.usage.hog > 0 {
+                format!(", a memory hog holds {}", human(self.usage.hog))
+            } else {
+                String::new()
+            },
             human(self.wanted),
         )
     }
@@ -142,6 +149,11 @@ impl MemoryBudget {
     pub fn charge_agent(&self, bytes: u64) {
         let mut usage = self.lock();
         usage.agent = usage.agent.saturating_add(bytes);
+    }
+
+    /// Sets the bytes a memory hog holds (0 releases them).
+    pub fn set_hog(&self, bytes: u64) {
+        self.lock().hog = bytes;
     }
 
     /// Returns `bytes` the metrics agent freed (flushed or dropped entries).
