@@ -26,12 +26,15 @@ fn up(tag: &str, services: &str) -> Fleet {
             "2",
         ],
     );
-    fleet.wait_status("every service serving", SETTLE, |s| {
+    fleet.wait_status("every service serving and a full mesh", SETTLE, |s| {
         s["services"]
             .as_array()
             .into_iter()
             .flatten()
             .all(|x| x["health"] == "serving")
+            && Fleet::frontends(s).iter().all(|f| {
+                f["shard_map"] == "ready" && f["peers_known"] == 2 && f["peer_threads"] == 2
+            })
     });
     fleet
 }
