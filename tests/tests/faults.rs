@@ -144,6 +144,16 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
     fleet.ok(&["clear", &id]);
     assert_eq!(probe(&fleet, "cognito", 3, "2s")["ok"], 3);
 
+    // Blackhole: swallowed before the handler, never answered.
+    let id = inject(
+        &fleet,
+        &["blackhole", "--target", "cognito", "--method", "SignIn"],
+    );
+    let p = probe(&fleet, "cognito", 2, "500ms");
+    assert_eq!(p["errors"]["DEADLINE_EXCEEDED"], 2, "{p}");
+    fleet.ok(&["clear", &id]);
+    assert_eq!(probe(&fleet, "cognito", 2, "2s")["ok"], 2);
+
     // Expiry: a fault with a duration reverts itself.
     inject(
         &fleet,
