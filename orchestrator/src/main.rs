@@ -6,6 +6,7 @@ mod faults;
 mod home;
 mod launcher;
 mod limits;
+mod scenario;
 mod status;
 mod supervisor;
 mod topology;
@@ -86,6 +87,12 @@ enum Command {
         /// The fault id (from `cascade faults`); omit to clear all.
         id: Option<String>,
     },
+    /// Check a scenario file (a name in scenarios/ or a path) and print its
+    /// schedule on both clocks; exit 64 with file:line:column on errors.
+    CheckScenario {
+        /// Scenario name (e.g. nov-25-2020) or path to a .toml file.
+        scenario: String,
+    },
     /// Change a live setting (remediation toggle, buffer size) of a service or instance.
     Configure {
         /// A service name (every instance) or an instance name, e.g. cognito or cognito-0.
@@ -108,6 +115,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cascade_core::telemetry::init(cli.log_format);
+    if let Command::CheckScenario { scenario } = &cli.command {
+        return match scenario::load(scenario) {
+            Ok(l) => {
+                println!("{} is valid\n{}", l.path.display(), l.scenario.schedule());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cascade: {e:#}");
+                ExitCode::from(EX_USAGE)
+            }
+        };
+    }
     if let Command::Reap { cgroup } = cli.command {
         return report(limits::run_reaper(cgroup));
     }
@@ -154,7 +173,7 @@ fn main() -> ExitCode {
                 report(client::configure(target, key, value).await)
             }
             Command::Down => report(client::down().await),
-            Command::Reap { .. } => ExitCode::SUCCESS,
+            Command::Reap { .. } | Command::CheckScenario { .. } => ExitCode::SUCCESS,
         }
     })
 }

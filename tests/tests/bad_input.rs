@@ -153,3 +153,39 @@ fn bad_instances_and_rpc_fields_get_clear_errors() {
         assert_eq!(c6, tonic::Code::InvalidArgument, "{m6}");
     });
 }
+
+#[test]
+fn scenario_files_are_checked_with_file_line_and_column() {
+    let home = Home::new("scenario");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let out = home
+        .command(&["check-scenario", "nov-25-2020"])
+        .env("CASCADE_SCENARIOS", &shipped)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "the shipped scenario is valid:\n{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("02:44:00"),
+        "{}",
+        describe(&out)
+    );
+
+    let bad = home.dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[scenario]\nname = \"x\"\n\n[[step]]\nat = \"02:61\"\ndo = \"add-capacity\"\ncount = 1\n",
+    )
+    .expect("write");
+    let out = home.run(&["check-scenario", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(64), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:4:1") && err.contains("step[0].at") && err.contains("HH:MM"),
+        "{}",
+        describe(&out)
+    );
+}
