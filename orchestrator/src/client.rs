@@ -23,7 +23,7 @@ use crate::supervisor::UpArgs;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
+pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
     let sup = home::require()?;
     let ch = cascade_core::clients::connect(&sup.control_addr)
         .await
@@ -165,7 +165,7 @@ pub fn detach(args: &UpArgs) -> ExitCode {
     }
 }
 
-fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
+pub fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
     let home_dir = home::home();
     if let Some(sup) = home::read(&home_dir)? {
         bail!(

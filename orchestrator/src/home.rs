@@ -27,9 +27,19 @@ fn file(home: &Path) -> PathBuf {
     home.join("supervisor.json")
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid exists and has not exited (a zombie,
+/// e.g. a supervisor whose parent `cascade run` has not reaped it yet,
+/// counts as gone).
 pub fn pid_alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
 }
 
 /// Reads `supervisor.json`; `Ok(None)` when nothing runs (or it is stale).

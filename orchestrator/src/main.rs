@@ -2,6 +2,7 @@
 //! Thin: parse flags, then hand over to the supervisor or a client command.
 
 mod client;
+mod engine;
 mod faults;
 mod home;
 mod launcher;
@@ -87,6 +88,8 @@ enum Command {
         /// The fault id (from `cascade faults`); omit to clear all.
         id: Option<String>,
     },
+    /// Run a scenario (name in scenarios/ or a .toml path): journal, report.json, exit 0 only if every expectation held.
+    Run(engine::RunArgs),
     /// Check a scenario file (a name in scenarios/ or a path) and print its
     /// schedule on both clocks; exit 64 with file:line:column on errors.
     CheckScenario {
@@ -126,6 +129,22 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         };
+    }
+    // A run keeps its fleet in its own home inside the report directory; set
+    // it before any thread exists.
+    let mut run_plan = None;
+    if let Command::Run(args) = &cli.command {
+        let loaded = match scenario::load(&args.scenario) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cascade: {e:#}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        let dir = engine::report_dir(args, &loaded.scenario.scenario.name);
+        // SAFETY: still single-threaded here (no runtime, no helper threads yet).
+        unsafe { std::env::set_var("CASCADE_HOME", dir.join("home")) };
+        run_plan = Some((loaded, dir));
     }
     if let Command::Reap { cgroup } = cli.command {
         return report(limits::run_reaper(cgroup));
@@ -173,6 +192,16 @@ fn main() -> ExitCode {
                 report(client::configure(target, key, value).await)
             }
             Command::Down => report(client::down().await),
+            Command::Run(args) => {
+                let Some((loaded, dir)) = run_plan else {
+                    return ExitCode::FAILURE;
+                };
+                let shutdown = cascade_core::shutdown::shutdown_signal();
+                match engine::run(args, loaded, dir, shutdown).await {
+                    Ok(code) => ExitCode::from(code),
+                    Err(e) => report(Err(e)),
+                }
+            }
             Command::Reap { .. } | Command::CheckScenario { .. } => ExitCode::SUCCESS,
         }
     })
