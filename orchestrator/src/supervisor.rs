@@ -661,6 +661,10 @@ impl Supervisor {
             frontends.iter().filter(|f| f.fleet.is_empty()).collect();
         let ready = main_fleet.iter().filter(|f| f.shard_map == "ready").count();
         let maps = format!("{ready}/{} shard-maps ready", main_fleet.len());
+        let failed = main_fleet
+            .iter()
+            .filter(|f| f.shard_map == "unusable" || f.shard_map == "down")
+            .count();
         let window = |svc: Service| self.recorder.window(svc, HEALTH_WINDOW_SECS);
         let deadline_ms = self.args.topology.traffic_deadline.as_secs_f64() * 1000.0;
         let mut services = vec![ServiceEntry {
@@ -674,9 +678,11 @@ impl Supervisor {
         let kinesis_traffic = window(Service::Kinesis);
         let (health, detail) = match judge(&kinesis_traffic, deadline_ms) {
             Some((h, d)) => (h, format!("{d}; {maps}")),
+            // Without customer calls to judge by, only failed maps count: a
+            // front-end still building its first map is not an impairment.
             None if main_fleet.is_empty() => ("down", "no front-ends".to_owned()),
-            None if ready == main_fleet.len() => ("serving", maps),
-            None if ready == 0 => ("down", maps),
+            None if failed == 0 => ("serving", maps),
+            None if failed == main_fleet.len() => ("down", maps),
             None => ("degraded", maps),
         };
         services.push(ServiceEntry {
