@@ -86,6 +86,35 @@ pub fn cgroups_matching(needle: &str) -> Vec<PathBuf> {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Waits until none of `pids` runs and no cgroup of run `run_id` is left;
+/// panics with what is still there.
+pub fn assert_gone(pids: &[u32], run_id: &str) {
+    eventually(
+        "every process of the run to be gone",
+        Duration::from_secs(15),
+        || {
+            let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
+            if alive.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("still alive: {alive:?}"))
+            }
+        },
+    );
+    eventually(
+        "the run's cgroups to be removed",
+        Duration::from_secs(15),
+        || {
+            let left = cgroups_matching(run_id);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
+    );
+}
+
 /// A `CASCADE_HOME` of its own, and the `cascade` binary pointed at it.
 #[derive(Debug)]
 pub struct Home {
@@ -236,31 +265,7 @@ impl Fleet {
 
     /// Asserts that no process and no cgroup of this run is left.
     pub fn assert_nothing_left(&self, run_id: &str) {
-        let pids = self.seen_pids.borrow().clone();
-        eventually(
-            "every process of the run to be gone",
-            Duration::from_secs(15),
-            || {
-                let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
-                if alive.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("still alive: {alive:?}"))
-                }
-            },
-        );
-        eventually(
-            "the run's cgroups to be removed",
-            Duration::from_secs(15),
-            || {
-                let left = cgroups_matching(run_id);
-                if left.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!("left: {left:?}"))
-                }
-            },
-        );
+        assert_gone(&self.seen_pids.borrow(), run_id);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cascade_tests::{Fleet, Home, eventually, process_alive};
+use cascade_tests::{Fleet, Home, eventually};
 
 fn kill(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -122,28 +122,5 @@ fn a_failing_test_leaves_nothing_behind() {
     }));
     assert!(result.is_err());
     let (pids, run_id) = leftovers.expect("the fleet was up before the panic");
-    eventually(
-        "every process gone after the failed test",
-        Duration::from_secs(15),
-        || {
-            let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
-            if alive.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{alive:?}"))
-            }
-        },
-    );
-    eventually(
-        "cgroups gone after the failed test",
-        Duration::from_secs(15),
-        || {
-            let left = cascade_tests::cgroups_matching(&run_id);
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
-    );
+    cascade_tests::assert_gone(&pids, &run_id);
 }

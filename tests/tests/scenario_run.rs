@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cascade_tests::{Home, cgroups_matching, describe, eventually, process_alive};
+use cascade_tests::{Home, describe, eventually};
 use serde_json::Value;
 
 fn write(home: &Home, name: &str, text: &str) -> String {
@@ -188,20 +188,5 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         "{journal}"
     );
     assert_eq!(report(&dir)["verdict"], "aborted");
-    eventually("no process left", Duration::from_secs(15), || {
-        let alive: Vec<u32> = pids.iter().copied().filter(|p| process_alive(*p)).collect();
-        if alive.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{alive:?}"))
-        }
-    });
-    eventually("no cgroup left", Duration::from_secs(15), || {
-        let left = cgroups_matching(&run_id);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    });
+    cascade_tests::assert_gone(&pids, &run_id);
 }

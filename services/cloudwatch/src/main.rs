@@ -1,43 +1,11 @@
 //! `cloudwatch`: metrics through Kinesis, time series, alarms, and the
 //! local-buffer remediation.
 
-use clap::Parser;
-
-/// CloudWatch: PutMetricData through a Kinesis stream, GetMetricData, alarms.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    listen: cascade_core::listen::ListenArgs,
-    #[command(flatten)]
-    runtime: cascade_core::runtime::RuntimeArgs,
-    #[command(flatten)]
-    config: cloudwatch::CloudWatchConfig,
-    /// Log format.
-    #[arg(long, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: cascade_core::telemetry::LogFormat,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    cascade_core::telemetry::init(args.log_format);
-    let rt = match cascade_core::runtime::fixed_runtime(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cloudwatch: {e:#}");
-            return std::process::ExitCode::from(70);
-        }
-    };
-    let result = rt.runtime.block_on(async {
-        let listener = args.listen.listener()?;
-        let shutdown = cascade_core::shutdown::shutdown_signal();
-        cloudwatch::run(listener, args.config, shutdown).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cloudwatch: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    cascade_core::binary::service_main::<cloudwatch::CloudWatchConfig, _, _, _>(
+        "cloudwatch",
+        "CloudWatch: PutMetricData through a Kinesis stream, GetMetricData, alarms.",
+        |_| Ok(()),
+        |listener, config, started| cloudwatch::run(listener, config, started.shutdown),
+    )
 }

@@ -3,6 +3,7 @@
 //! shutdown, the fixed thread budget of a process, kernel thread-limit
 //! enforcement, and the Kinesis key-space helpers both Kinesis tiers agree on.
 
+pub mod binary;
 pub mod clients;
 pub mod error;
 pub mod fault;

@@ -1,43 +1,11 @@
 //! `ecs`: tasks provisioned through EventBridge-driven workflows and one
 //! service auto-scaled from a CloudWatch alarm.
 
-use clap::Parser;
-
-/// ECS: event-driven task workflows and reactive service auto-scaling.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    listen: cascade_core::listen::ListenArgs,
-    #[command(flatten)]
-    runtime: cascade_core::runtime::RuntimeArgs,
-    #[command(flatten)]
-    config: ecs::EcsConfig,
-    /// Log format.
-    #[arg(long, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: cascade_core::telemetry::LogFormat,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    cascade_core::telemetry::init(args.log_format);
-    let rt = match cascade_core::runtime::fixed_runtime(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ecs: {e:#}");
-            return std::process::ExitCode::from(70);
-        }
-    };
-    let result = rt.runtime.block_on(async {
-        let listener = args.listen.listener()?;
-        let shutdown = cascade_core::shutdown::shutdown_signal();
-        ecs::run(listener, args.config, shutdown).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ecs: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    cascade_core::binary::service_main::<ecs::EcsConfig, _, _, _>(
+        "ecs",
+        "ECS: event-driven task workflows and reactive service auto-scaling.",
+        |_| Ok(()),
+        |listener, config, started| ecs::run(listener, config, started.shutdown),
+    )
 }

@@ -1,43 +1,11 @@
 //! `eventbridge`: PutEvents onto a Kinesis-backed event bus, rules, and
 //! delivery of matched events to targets (ECS, Lambda).
 
-use clap::Parser;
-
-/// EventBridge: an event bus on Kinesis, rules, and targets.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    listen: cascade_core::listen::ListenArgs,
-    #[command(flatten)]
-    runtime: cascade_core::runtime::RuntimeArgs,
-    #[command(flatten)]
-    config: eventbridge::EventBridgeConfig,
-    /// Log format.
-    #[arg(long, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: cascade_core::telemetry::LogFormat,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    cascade_core::telemetry::init(args.log_format);
-    let rt = match cascade_core::runtime::fixed_runtime(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("eventbridge: {e:#}");
-            return std::process::ExitCode::from(70);
-        }
-    };
-    let result = rt.runtime.block_on(async {
-        let listener = args.listen.listener()?;
-        let shutdown = cascade_core::shutdown::shutdown_signal();
-        eventbridge::run(listener, args.config, shutdown).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eventbridge: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    cascade_core::binary::service_main::<eventbridge::EventBridgeConfig, _, _, _>(
+        "eventbridge",
+        "EventBridge: an event bus on Kinesis, rules, and targets.",
+        |_| Ok(()),
+        |listener, config, started| eventbridge::run(listener, config, started.shutdown),
+    )
 }

@@ -1,42 +1,10 @@
 //! `kinesis-backend`: shard storage, the metadata store and membership.
 
-use clap::Parser;
-
-/// The Kinesis back end: shards, the authoritative metadata store, membership.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    listen: cascade_core::listen::ListenArgs,
-    #[command(flatten)]
-    runtime: cascade_core::runtime::RuntimeArgs,
-    #[command(flatten)]
-    config: kinesis_backend::BackendConfig,
-    /// Log format.
-    #[arg(long, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: cascade_core::telemetry::LogFormat,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    cascade_core::telemetry::init(args.log_format);
-    let rt = match cascade_core::runtime::fixed_runtime(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kinesis-backend: {e:#}");
-            return std::process::ExitCode::from(70);
-        }
-    };
-    let result = rt.runtime.block_on(async {
-        let listener = args.listen.listener()?;
-        let shutdown = cascade_core::shutdown::shutdown_signal();
-        kinesis_backend::run(listener, args.config, shutdown).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kinesis-backend: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    cascade_core::binary::service_main::<kinesis_backend::BackendConfig, _, _, _>(
+        "kinesis-backend",
+        "The Kinesis back end: shards, the authoritative metadata store, membership.",
+        |_| Ok(()),
+        |listener, config, started| kinesis_backend::run(listener, config, started.shutdown),
+    )
 }

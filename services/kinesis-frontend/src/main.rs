@@ -1,44 +1,12 @@
 //! `kinesis-frontend`: one server of the Kinesis front-end fleet.
 
-use clap::Parser;
-
-/// A Kinesis front-end server: routes client calls with its shard-map and
-/// holds one OS thread per peer front-end.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    #[command(flatten)]
-    listen: cascade_core::listen::ListenArgs,
-    #[command(flatten)]
-    runtime: cascade_core::runtime::RuntimeArgs,
-    #[command(flatten)]
-    config: kinesis_frontend::FrontendConfig,
-    /// Log format.
-    #[arg(long, env = "CASCADE_LOG_FORMAT", value_enum, default_value_t)]
-    log_format: cascade_core::telemetry::LogFormat,
-}
-
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    cascade_core::telemetry::init(args.log_format);
-    let rt = match cascade_core::runtime::fixed_runtime(&args.runtime) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kinesis-frontend: {e:#}");
-            return std::process::ExitCode::from(70);
-        }
-    };
-    let base_threads = rt.base_threads;
-    let result = rt.runtime.block_on(async {
-        let listener = args.listen.listener()?;
-        let shutdown = cascade_core::shutdown::shutdown_signal();
-        kinesis_frontend::run(listener, args.config, base_threads, shutdown).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kinesis-frontend: {e:#}");
-            std::process::ExitCode::from(1)
-        }
-    }
+    cascade_core::binary::service_main::<kinesis_frontend::FrontendConfig, _, _, _>(
+        "kinesis-frontend",
+        "A Kinesis front-end server: routes client calls with its shard-map and holds one OS thread per peer front-end.",
+        |_| Ok(()),
+        |listener, config, started| {
+            kinesis_frontend::run(listener, config, started.base_threads, started.shutdown)
+        },
+    )
 }
