@@ -43,9 +43,14 @@ pub struct UsageError(pub String);
 
 pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
     let sup = home::require()?;
-    let ch = cascade_core::clients::connect(&sup.control_addr)
-        .await
-        .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        cascade_core::clients::connect(&sup.control_addr),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+    .and_then(|r| r.map_err(anyhow::Error::from))
+    .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
     Ok(SupervisorClient::new(ch))
 }
 
@@ -58,10 +63,10 @@ fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
 
 /// Fetches the status document.
 pub async fn fetch_status() -> anyhow::Result<Status> {
-    let json = supervisor()
-        .await?
-        .status(sv::StatusRequest {})
+    let mut c = supervisor().await?;
+    let json = tokio::time::timeout(Duration::from_secs(10), c.status(sv::StatusRequest {}))
         .await
+        .map_err(|_| anyhow::anyhow!("status: the supervisor did not answer within 10 s"))?
         .map_err(|s| rpc_error("status", s))?
         .into_inner()
         .json;
