@@ -49,7 +49,7 @@ pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
     )
     .await
     .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
-    .and_then(|r| r.map_err(anyhow::Error::from))
+    .and_then(|r| r)
     .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
     Ok(SupervisorClient::new(ch))
 }
