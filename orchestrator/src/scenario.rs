@@ -135,7 +135,7 @@ pub enum Action {
         interval: Option<String>,
         /// Incident time a restarted front-end has to get a ready shard map;
         /// one that has not is judged unhealthy, removed and started again
-        /// (default 10m).
+        /// (default 15m).
         #[serde(default)]
         grace: Option<String>,
     },

@@ -1364,7 +1364,7 @@ fn judge(t: &traffic::Summary, deadline_ms: f64) -> Option<(&'static str, String
 /// Polls every new instance's health until all are SERVING (or one fails).
 /// Incident time a restarted front-end has to get a ready shard map before
 /// the deployment judges it unhealthy (scenario steps' default).
-pub const DEFAULT_RESTART_GRACE: &str = "10m";
+pub const DEFAULT_RESTART_GRACE: &str = "15m";
 
 /// Times a restart batch's slow front-ends are removed and started again
 /// before the restart gives up ("recovery stalled").
