@@ -836,6 +836,19 @@ impl Supervisor {
         }
         let fits = (limit - u64::from(worst.base_threads) + 1) as usize;
         let domain = worst.fleet.clone();
+        // A projection seen before the runbook's removals reached membership
+        // is not a new alarm.
+        let members = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.fleet == domain)
+            .count();
+        if members <= fits {
+            self.alarm_busy.store(false, Ordering::SeqCst);
+            return;
+        }
         let msg = format!(
             "thread-consumption alarm: {} projects {} threads ({} base + {} members) against its limit of {limit}; \
              runbook: shrink {} to {fits} front-ends",
