@@ -196,6 +196,21 @@ pub enum Condition {
         /// At least this many.
         at_least: u64,
     },
+    /// A step has run with the given outcome: its description (as the
+    /// journal shows it, e.g. `shd post --backup`) contains `matching`.
+    Step {
+        /// Text the step's description contains.
+        matching: String,
+        /// ok | failed.
+        outcome: String,
+    },
+    /// The order of degradation: every listed service has been impaired,
+    /// each no earlier than the one before it (services first impaired in
+    /// the same observation count as simultaneous).
+    ImpairedInOrder {
+        /// Services, earliest first.
+        services: Vec<String>,
+    },
 }
 
 /// An expectation: a condition that must hold by a deadline. (Unknown keys
@@ -497,6 +512,25 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
             }
         }
         Condition::RestartRemovals { .. } | Condition::ThreadAlarms { .. } => Ok(()),
+        Condition::Step { outcome, .. } => {
+            if outcome == "ok" || outcome == "failed" {
+                Ok(())
+            } else {
+                Err(format!("outcome: {outcome:?}; use ok or failed"))
+            }
+        }
+        Condition::ImpairedInOrder { services: list } => {
+            if list.len() < 2 {
+                return Err("services: list at least two services, earliest first".into());
+            }
+            match list.iter().find(|x| !services.contains(&x.as_str())) {
+                Some(x) => Err(format!(
+                    "services: unknown service {x:?}; this topology runs: {}",
+                    services.join(", ")
+                )),
+                None => Ok(()),
+            }
+        }
     }
 }
 
