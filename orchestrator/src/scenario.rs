@@ -722,4 +722,29 @@ is = "impaired"
             err(&two)
         );
     }
+
+    #[test]
+    fn new_conditions_parse_and_bad_ones_name_what_is_valid() {
+        let order = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"impaired-in-order\"\nservices = [\"kinesis\", \"cognito\"]\nthroughout = true",
+        );
+        let s = parse(Path::new("s.toml"), &order).expect("impaired-in-order parses");
+        assert!(s.expectations[0].throughout);
+        let e = err(&order.replace("\"cognito\"]", "\"dynamo\"]"));
+        assert!(
+            e.contains("dynamo") && e.contains("kinesis, cognito"),
+            "{e}"
+        );
+        let step = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"step\"\nmatching = \"shd post\"\noutcome = \"maybe\"",
+        );
+        assert!(err(&step).contains("use ok or failed"), "{}", err(&step));
+        let restart = GOOD.replace(
+            "do = \"add-capacity\"\ncount = 2",
+            "do = \"restart-frontends\"\nbatch = 2\ngrace = \"soon\"",
+        );
+        assert!(err(&restart).contains("grace"), "{}", err(&restart));
+    }
 }
