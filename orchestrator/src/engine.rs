@@ -167,7 +167,10 @@ fn holds(c: &Condition, st: &Status, seen: &Seen) -> bool {
         Condition::ImpairedInOrder { services } => {
             let times: Option<Vec<f64>> =
                 services.iter().map(|s| impaired.get(s).copied()).collect();
-            times.is_some_and(|t| t.windows(2).all(|w| w[0] <= w[1]))
+            // Health is judged over a window of customer calls, so onsets
+            // closer than one window are simultaneous at this resolution.
+            let resolution = crate::supervisor::HEALTH_WINDOW_SECS as f64;
+            times.is_some_and(|t| t.windows(2).all(|w| w[0] <= w[1] + resolution))
         }
         Condition::Health { service, is } => st.services.iter().any(|s| {
             s.name == *service
@@ -624,6 +627,7 @@ pub async fn compare(
         "variants": results.iter().map(|(v, r)| (v.clone(), json!({
             "verdict": r["verdict"], "report": dir.join(v).join("report.json"),
             "services": r["services"], "impaired_order": r["impaired_order"],
+            "expectations": r["expectations"],
         }))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(dir.join("compare.json"), serde_json::to_vec_pretty(&doc)?)?;

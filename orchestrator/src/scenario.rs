@@ -205,8 +205,9 @@ pub enum Condition {
         outcome: String,
     },
     /// The order of degradation: every listed service has been impaired,
-    /// each no earlier than the one before it (services first impaired in
-    /// the same observation count as simultaneous).
+    /// each no earlier than the one before it. Health is judged over a
+    /// window of customer calls (5 s of wall time), so onsets closer than
+    /// one window count as simultaneous.
     ImpairedInOrder {
         /// Services, earliest first.
         services: Vec<String>,
