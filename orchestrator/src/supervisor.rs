@@ -1344,7 +1344,6 @@ async fn revert_grpc(id: &str, channels: &[Channel]) {
 }
 
 /// Customer-traffic window that decides a service's health.
-/// Seconds of customer calls each service's health is judged over.
 pub const HEALTH_WINDOW_SECS: i64 = 5;
 
 /// Health from customer traffic: serving when at least 95% of calls

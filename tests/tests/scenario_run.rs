@@ -239,7 +239,8 @@ fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
     let fixed = &doc["variants"]["cognito-fix"];
     assert_eq!(
         base["verdict"], "pass",
-        "baseline must pass end to end: {out}\n{doc}"
+        "baseline must pass end to end: {out}\nexpectations: {}",
+        base["expectations"]
     );
     assert!(
         base["services"]["cognito"]["impaired_at_s"]
