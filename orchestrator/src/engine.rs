@@ -124,6 +124,21 @@ fn out(line: std::fmt::Arguments<'_>) {
     let _ = o.write_fmt(line).and_then(|()| o.write_all(b"\n"));
 }
 
+/// `bigger-servers`: every server has twice the capacity, so the fleet has
+/// half as many (set in the topology) and every capacity change or restart
+/// batch moves half as many servers for the same capacity.
+fn bigger_servers(steps: &mut [scenario::Step]) {
+    for st in steps {
+        match &mut st.action {
+            Action::AddCapacity { count } | Action::RemoveCapacity { count } => {
+                *count = count.div_ceil(2);
+            }
+            Action::RestartFrontends { batch, .. } => *batch = batch.div_ceil(2),
+            _ => {}
+        }
+    }
+}
+
 /// An append-only JSONL journal, flushed per line.
 struct Journal {
     file: std::fs::File,
@@ -265,6 +280,13 @@ pub async fn run(
     let mut s = loaded.scenario;
     if let Some(ts) = args.time_scale {
         s.topology.time_scale = ts;
+    }
+    if s.topology
+        .remediations
+        .iter()
+        .any(|r| r == "bigger-servers")
+    {
+        bigger_servers(&mut s.steps);
     }
     let seed = args.seed.unwrap_or(s.scenario.seed);
     let mut up = up_args(&s, seed)?;
