@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Print only the verdict.
     #[arg(long)]
     pub quiet: bool,
+    /// Play against the fleet already running (found as `cascade status`
+    /// finds it) instead of starting one; leave it up at the end.
+    #[arg(long)]
+    pub attach: bool,
 }
 
 /// The report directory a run will use (set before anything starts).
@@ -180,7 +184,14 @@ pub async fn run(
         ),
         args.quiet,
     );
-    let detach = tokio::task::spawn_blocking(move || crate::client::detach_inner(&up));
+    let attach = args.attach;
+    let detach = tokio::task::spawn_blocking(move || {
+        if attach {
+            Ok(())
+        } else {
+            crate::client::detach_inner(&up)
+        }
+    });
     let mut verdict = "pass";
     let mut expectations: Vec<(String, Option<bool>, String)> = Vec::new();
     let mut impact: BTreeMap<String, Impact> = BTreeMap::new();
@@ -295,7 +306,9 @@ pub async fn run(
             ),
         }
     }
-    if let Err(e) = crate::client::down().await {
+    if args.attach {
+        j.log("attached", "the fleet stays up", args.quiet);
+    } else if let Err(e) = crate::client::down().await {
         j.log("error", format!("down: {e:#}"), args.quiet);
     }
     if verdict == "pass" && expectations.iter().any(|(_, held, _)| *held != Some(true)) {

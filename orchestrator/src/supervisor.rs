@@ -76,6 +76,8 @@ pub struct UpArgs {
     pub learning_jitter: f64,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub docker: crate::docker::DockerArgs,
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
@@ -127,8 +129,9 @@ struct Instance {
     /// Membership fleet of a front-end ("" main, "cloudwatch" partitioned).
     fleet: String,
     addr: String,
-    /// Bound here and kept across restarts, so the address never changes.
-    listener: TcpListener,
+    /// Bound here and kept across restarts, so the address never changes
+    /// (docker mode: none, the container binds its own).
+    listener: Option<TcpListener>,
     child: RunningChild,
     /// How it was started (restarts reuse it: same flags, same limit).
     spec: ChildSpec,
@@ -196,6 +199,8 @@ pub struct Supervisor {
     /// Next fault id number.
     next_fault: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
+    /// Docker mode: the engine, the compose project and its containers.
+    docker: Option<crate::docker::DockerEnv>,
 }
 
 impl Supervisor {
@@ -232,15 +237,24 @@ impl Supervisor {
     }
 
     async fn start_backend(&self, fleet: &mut Fleet) -> anyhow::Result<()> {
-        let listener = launcher::bind_loopback()?;
-        let addr = listener.local_addr()?.to_string();
         let spec = ChildSpec {
             name: "kinesis-backend".into(),
             program: launcher::binary("kinesis-backend")?,
             args: vec![],
             limit: ChildLimit::None,
         };
-        let mut child = launcher::spawn(&spec, &listener, &self.logs())?;
+        let (addr, listener, mut child) = match &self.docker {
+            Some(d) => {
+                let (addr, c) = d.adopt(&spec.name).await?;
+                (addr, None, RunningChild::container(c))
+            }
+            None => {
+                let listener = launcher::bind_loopback()?;
+                let addr = listener.local_addr()?.to_string();
+                let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                (addr, Some(listener), child)
+            }
+        };
         launcher::wait_ready(&spec.name, &addr, &mut child, launcher::READY_DEADLINE).await?;
         tracing::info!(%addr, pid = child.pid(), "kinesis-backend ready");
         *self.backend_entry.lock().unwrap_or_else(|p| p.into_inner()) = Some(RosterEntry {
@@ -312,6 +326,31 @@ impl Supervisor {
                     format!("{fleet_name}-{index}"),
                 )
             };
+            if let Some(d) = &self.docker {
+                let spec = ChildSpec {
+                    name: name.clone(),
+                    program: program.clone(),
+                    args: self.frontend_args(&id, backend, fleet_name),
+                    limit: ChildLimit::None,
+                };
+                match d.frontend(&name, index, spec.args.clone()).await {
+                    Ok((addr, c)) => started.push(Instance {
+                        name,
+                        id,
+                        service: Service::Kinesis,
+                        fleet: fleet_name.to_owned(),
+                        addr,
+                        listener: None,
+                        child: RunningChild::container(c),
+                        spec,
+                    }),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                continue;
+            }
             let res = (|| -> anyhow::Result<Instance> {
                 let listener = launcher::bind_loopback()?;
                 let addr = listener.local_addr()?.to_string();
@@ -329,7 +368,7 @@ impl Supervisor {
                     service: Service::Kinesis,
                     fleet: fleet_name.to_owned(),
                     addr,
-                    listener,
+                    listener: Some(listener),
                     child,
                     spec,
                 })
@@ -384,6 +423,10 @@ impl Supervisor {
             time_scale: self.args.time_scale,
         };
         for p in stages.iter().flatten() {
+            if let Some(d) = &self.docker {
+                addrs.instances.insert(p.name.clone(), d.addr(&p.name));
+                continue;
+            }
             let l = launcher::bind_loopback()?;
             addrs
                 .instances
@@ -393,14 +436,20 @@ impl Supervisor {
         for stage in &stages {
             let mut started = Vec::new();
             for p in stage {
-                let listener = listeners.remove(&p.name).context("listener bound above")?;
                 let spec = ChildSpec {
                     name: p.name.clone(),
                     program: launcher::binary(p.service.name())?,
                     args: topology::args_for(p, t, &addrs),
                     limit: ChildLimit::None,
                 };
-                let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                let (listener, child) = match &self.docker {
+                    Some(d) => (None, RunningChild::container(d.adopt(&p.name).await?.1)),
+                    None => {
+                        let listener = listeners.remove(&p.name).context("listener bound above")?;
+                        let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                        (Some(listener), child)
+                    }
+                };
                 started.push(Instance {
                     name: p.name.clone(),
                     id: String::new(),
@@ -474,8 +523,15 @@ impl Supervisor {
     /// Restarts one front-end in place: same id, address and limit.
     /// Restarts one process in place: same flags, address and limit.
     async fn respawn(&self, inst: &mut Instance) -> anyhow::Result<()> {
+        let Some(listener) = &inst.listener else {
+            // Docker mode: the same container, restarted.
+            return match inst.child.as_container_mut() {
+                Some(c) => c.restart().await,
+                None => bail!("{}: nothing to restart", inst.name),
+            };
+        };
         inst.child.stop().await;
-        inst.child = launcher::spawn(&inst.spec, &inst.listener, &self.logs())?;
+        inst.child = launcher::spawn(&inst.spec, listener, &self.logs())?;
         Ok(())
     }
 
@@ -745,7 +801,7 @@ impl Supervisor {
             });
         }
         Status {
-            mode: "local".into(),
+            mode: if self.docker.is_some() { "docker" } else { "local" }.into(),
             thread_limit: ThreadLimit {
                 limit: self.plan.limit,
                 enforcement: self.plan.enforcement.as_str().into(),
@@ -865,7 +921,11 @@ impl Supervisor {
                 let sig = crate::faults::signal_number(signal)
                     .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
                 for t in &targets {
-                    if let Some(e) = entry(t) {
+                    if let Some(d) = &self.docker {
+                        // Docker mode: the container's init process gets the signal.
+                        let name = format!("SIG{}", signal.trim_start_matches("SIG").to_ascii_uppercase());
+                        d.kill(t, &name).await.map_err(internal)?;
+                    } else if let Some(e) = entry(t) {
                         // SAFETY: kill(2) has no memory-safety preconditions.
                         unsafe { libc::kill(e.pid as i32, sig) };
                     }
@@ -874,6 +934,13 @@ impl Supervisor {
             }
             FaultKind::Pause => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
+                if let Some(d) = &self.docker {
+                    // Docker mode: `docker pause` (the cgroup freezer).
+                    for t in &targets {
+                        d.pause(t).await.map_err(internal)?;
+                    }
+                    (targets.clone(), Revert::Unpause(targets))
+                } else {
                 let pids: Vec<u32> = targets
                     .iter()
                     .filter_map(|t| entry(t))
@@ -884,6 +951,7 @@ impl Supervisor {
                     unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
                 }
                 (targets, Revert::Continue(pids))
+                }
             }
             FaultKind::Restart => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
@@ -1002,6 +1070,15 @@ impl Supervisor {
         for f in gone {
             match f.revert {
                 Revert::Grpc(channels) => revert_grpc(&f.id, &channels).await,
+                Revert::Unpause(names) => {
+                    if let Some(d) = &self.docker {
+                        for n in names {
+                            if let Err(e) = d.unpause(&n).await {
+                                tracing::warn!(error = %format!("{e:#}"), "could not unpause");
+                            }
+                        }
+                    }
+                }
                 Revert::Continue(pids) => {
                     for p in pids {
                         // SAFETY: kill(2) has no memory-safety preconditions.
@@ -1047,6 +1124,17 @@ impl Supervisor {
             tracing::info!(?cleared, "faults reverted at shutdown");
         }
         let mut fleet = self.fleet.lock().await;
+        if let Some(d) = &self.docker {
+            // Docker mode: compose owns (and stops) what it started; the
+            // front-ends added here are removed here.
+            d.remove_created().await;
+            *fleet = Fleet::default();
+            self.roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            return;
+        }
         while let Some(mut inst) = fleet.services.pop() {
             inst.child.stop().await;
         }
@@ -1077,6 +1165,8 @@ enum Revert {
     Grpc(Vec<Channel>),
     /// SIGCONT these pids.
     Continue(Vec<u32>),
+    /// `docker unpause` these instances (docker mode).
+    Unpause(Vec<String>),
     /// Restore these cgroups' `pids.max`.
     ThreadLimit(Vec<(InstanceCgroup, String)>),
     /// Set this Control key back to 0 on these processes.
@@ -1616,7 +1706,16 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let frontend_bin = launcher::binary("kinesis-frontend")?;
     launcher::binary("kinesis-backend")?;
     // Decide the enforcement before creating anything, so a refusal leaves nothing.
-    let plan = LimitPlan::establish(args.thread_limit, args.enforcement, &run_id, &frontend_bin)?;
+    let (plan, docker) = if args.docker.docker {
+        // Docker mode: each front-end container's pids_limit is the limit.
+        let plan = LimitPlan::docker(args.thread_limit);
+        let env = crate::docker::DockerEnv::connect(&args.docker, plan.limit).await?;
+        (plan, Some(env))
+    } else {
+        let plan =
+            LimitPlan::establish(args.thread_limit, args.enforcement, &run_id, &frontend_bin)?;
+        (plan, None)
+    };
     let run_dir = home_dir.join("runs").join(&run_id);
     std::fs::create_dir_all(run_dir.join("logs"))
         .with_context(|| format!("mkdir {}", run_dir.display()))?;
@@ -1660,6 +1759,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         faults: Mutex::default(),
         next_fault: std::sync::atomic::AtomicU64::new(1),
         shutdown: shutdown.clone(),
+        docker,
     });
     let result = serve_run(&sup, &home_dir, &args).await;
     sup.teardown().await;
@@ -1693,12 +1793,23 @@ async fn serve_run(
         }
     }
     sup.watch_once().await;
-    let control = std::net::TcpListener::bind("127.0.0.1:0").context("bind the control port")?;
+    let control_at = args
+        .docker
+        .control_listen
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let control = std::net::TcpListener::bind(control_at)
+        .with_context(|| format!("bind the control port {control_at}"))?;
     control.set_nonblocking(true)?;
     let control_addr = control.local_addr()?.to_string();
     let listener = tokio::net::TcpListener::from_std(control)?;
+    // grpc.health.v1 on the control port too (the compose health check).
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health_service)
             .add_service(SupervisorServer::new(Api(sup.clone())))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -1716,6 +1827,9 @@ async fn serve_run(
     println!(
         "cascade: fleet up; control port {control_addr}; `cascade status` to inspect, `cascade down` to stop"
     );
+    if let Some(scenario) = &args.docker.play {
+        crate::docker::play(scenario, sup.shutdown.clone())?;
+    }
 
     let live = !args.daemon;
     let tty = std::io::stdout().is_terminal();
