@@ -50,6 +50,9 @@ cp scenarios/*.toml "$root/scenarios/"
 
 cp docker/Dockerfile "$ctx/Dockerfile"
 # The legacy builder needs nothing from a registry for FROM scratch.
-DOCKER_BUILDKIT=0 docker build --quiet -t "$tag" "$ctx" >/dev/null
+if ! DOCKER_BUILDKIT=0 docker build --quiet -t "$tag" "$ctx" >"$ctx/build.log" 2>&1; then
+  cat "$ctx/build.log" >&2
+  exit 1
+fi
 size="$(docker image inspect --format '{{.Size}}' "$tag")"
 echo "build-image: $tag built ($((size / 1024 / 1024)) MiB, FROM scratch: ${bins[*]})"

@@ -467,7 +467,9 @@ impl DockerEnv {
         while let Some(r) = set.join_next().await {
             match r {
                 Ok((id, Ok(()))) => tracing::info!(container = %id, "removed"),
-                Ok((id, Err(e))) => tracing::error!(container = %id, error = %e, "docker rm failed"),
+                Ok((id, Err(e))) => {
+                    tracing::error!(container = %id, error = %e, "docker rm failed")
+                }
                 Err(_) => {}
             }
         }

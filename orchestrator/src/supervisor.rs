@@ -801,7 +801,12 @@ impl Supervisor {
             });
         }
         Status {
-            mode: if self.docker.is_some() { "docker" } else { "local" }.into(),
+            mode: if self.docker.is_some() {
+                "docker"
+            } else {
+                "local"
+            }
+            .into(),
             thread_limit: ThreadLimit {
                 limit: self.plan.limit,
                 enforcement: self.plan.enforcement.as_str().into(),
@@ -923,7 +928,10 @@ impl Supervisor {
                 for t in &targets {
                     if let Some(d) = &self.docker {
                         // Docker mode: the container's init process gets the signal.
-                        let name = format!("SIG{}", signal.trim_start_matches("SIG").to_ascii_uppercase());
+                        let name = format!(
+                            "SIG{}",
+                            signal.trim_start_matches("SIG").to_ascii_uppercase()
+                        );
                         d.kill(t, &name).await.map_err(internal)?;
                     } else if let Some(e) = entry(t) {
                         // SAFETY: kill(2) has no memory-safety preconditions.
@@ -941,16 +949,16 @@ impl Supervisor {
                     }
                     (targets.clone(), Revert::Unpause(targets))
                 } else {
-                let pids: Vec<u32> = targets
-                    .iter()
-                    .filter_map(|t| entry(t))
-                    .map(|e| e.pid)
-                    .collect();
-                for p in &pids {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
-                }
-                (targets, Revert::Continue(pids))
+                    let pids: Vec<u32> = targets
+                        .iter()
+                        .filter_map(|t| entry(t))
+                        .map(|e| e.pid)
+                        .collect();
+                    for p in &pids {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
+                    }
+                    (targets, Revert::Continue(pids))
                 }
             }
             FaultKind::Restart => {
