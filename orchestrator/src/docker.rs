@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkingConfig,
+    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, HealthConfig, HostConfig,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
@@ -415,6 +416,35 @@ impl DockerEnv {
             .with_context(|| format!("docker unpause {instance}"))
     }
 
+    /// `docker update --pids-limit` (the thread-limit fault); returns the
+    /// old limit (0: none) for [`Self::restore_pids_limit`].
+    pub async fn set_pids_limit(&self, instance: &str, limit: u64) -> anyhow::Result<i64> {
+        let id = self.id_of(instance)?;
+        let old = self
+            .api
+            .inspect_container(&id, None::<InspectContainerOptions>)
+            .await
+            .with_context(|| format!("docker inspect {instance}"))?
+            .host_config
+            .and_then(|h| h.pids_limit)
+            .unwrap_or(0);
+        self.restore_pids_limit(instance, limit as i64).await?;
+        Ok(old)
+    }
+
+    /// Sets a container's `pids_limit` (0 or less: none).
+    pub async fn restore_pids_limit(&self, instance: &str, limit: i64) -> anyhow::Result<()> {
+        let id = self.id_of(instance)?;
+        let body = ContainerUpdateBody {
+            pids_limit: Some(if limit > 0 { limit } else { -1 }),
+            ..Default::default()
+        };
+        self.api
+            .update_container(&id, body)
+            .await
+            .with_context(|| format!("docker update --pids-limit {limit} {instance}"))
+    }
+
     /// Removes every container this orchestrator created (on its way out),
     /// found by label so none is missed.
     pub async fn remove_created(&self) {
@@ -480,26 +510,27 @@ impl DockerEnv {
 /// cgroup namespace), else from the mounts (`/docker/containers/<id>/...`),
 /// else the hostname (docker's default hostname is the short id).
 fn own_container_id() -> anyhow::Result<String> {
-    let hex64 = |text: &str| -> Option<String> {
-        text.split(|c: char| !c.is_ascii_hexdigit())
-            .find(|w| w.len() == 64)
-            .map(str::to_owned)
-    };
     for file in ["/proc/self/cgroup", "/proc/self/mountinfo"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            let found = text
-                .lines()
-                .filter(|l| l.contains("docker"))
-                .find_map(hex64);
-            if let Some(id) = found {
-                return Ok(id);
-            }
+        if let Some(id) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| container_id_in(&t))
+        {
+            return Ok(id);
         }
     }
     Ok(std::fs::read_to_string("/etc/hostname")
         .context("find this container's id (docker mode runs inside a container)")?
         .trim()
         .to_owned())
+}
+
+/// The first 64-hex-digit word on a line that mentions docker.
+fn container_id_in(text: &str) -> Option<String> {
+    text.lines().filter(|l| l.contains("docker")).find_map(|l| {
+        l.split(|c: char| !c.is_ascii_hexdigit())
+            .find(|w| w.len() == 64)
+            .map(str::to_owned)
+    })
 }
 
 /// Checks the docker-mode flags together.
@@ -543,4 +574,31 @@ pub fn play(scenario: &str, shutdown: tokio_util::sync::CancellationToken) -> an
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "7c57f98ac4e2a23cca32b0728ed8f95e8d7cb4063a9a451e962970c91d5f9d25";
+
+    #[test]
+    fn container_id_from_cgroup_v1() {
+        let text = format!("9:name=systemd:/docker/{ID}\n8:pids:/docker/{ID}\n");
+        assert_eq!(container_id_in(&text).as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn container_id_from_mountinfo_with_cgroupns() {
+        let text = format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n\
+             2 1 8:1 /var/lib/docker/containers/{ID}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+        );
+        assert_eq!(container_id_in(&text).as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn no_container_id_on_a_host() {
+        assert_eq!(container_id_in("0::/user.slice/user-0.slice\n"), None);
+    }
 }

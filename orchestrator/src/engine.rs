@@ -199,6 +199,30 @@ pub async fn run(
         detach.await.context("start task")??;
         j.started = Instant::now();
         j.log("up", "topology up", args.quiet);
+        if attach {
+            // The running fleet was not started from this scenario: say so
+            // when it differs from the scenario's topology.
+            let st = crate::client::fetch_status().await?;
+            let t = &s.topology;
+            if st.frontends.len() != t.frontends as usize
+                || st.thread_limit.limit != Some(t.thread_limit)
+                || st.time_scale != t.time_scale
+            {
+                j.log(
+                    "warning",
+                    format!(
+                        "attached fleet ({} front-ends, thread limit {:?}, time scale {}) differs from the scenario's topology ({}, {}, {})",
+                        st.frontends.len(),
+                        st.thread_limit.limit,
+                        st.time_scale,
+                        t.frontends,
+                        t.thread_limit,
+                        t.time_scale
+                    ),
+                    args.quiet,
+                );
+            }
+        }
         // Steady state before the first step.
         let until = Instant::now() + Duration::from_secs(60);
         loop {

@@ -1013,7 +1013,14 @@ impl Supervisor {
             FaultKind::ThreadLimit { limit } => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
                 let mut saved = Vec::new();
+                let mut docker_saved = Vec::new();
                 for t in &targets {
+                    if let Some(d) = &self.docker {
+                        // Docker mode: `docker update --pids-limit`.
+                        let old = d.set_pids_limit(t, *limit).await.map_err(internal)?;
+                        docker_saved.push((t.clone(), old));
+                        continue;
+                    }
                     let e = entry(t).ok_or_else(|| tonic::Status::internal("target vanished"))?;
                     let Some(cg) = e.cgroup.clone() else {
                         return Err(tonic::Status::failed_precondition(format!(
@@ -1027,7 +1034,11 @@ impl Supervisor {
                     cg.set_limit(*limit).map_err(internal)?;
                     saved.push((cg, old));
                 }
-                (targets, Revert::ThreadLimit(saved))
+                let revert = match self.docker {
+                    Some(_) => Revert::PidsLimit(docker_saved),
+                    None => Revert::ThreadLimit(saved),
+                };
+                (targets, revert)
             }
         };
         let now = cascade_core::now_ms();
@@ -1078,6 +1089,15 @@ impl Supervisor {
         for f in gone {
             match f.revert {
                 Revert::Grpc(channels) => revert_grpc(&f.id, &channels).await,
+                Revert::PidsLimit(saved) => {
+                    if let Some(d) = &self.docker {
+                        for (n, old) in saved {
+                            if let Err(e) = d.restore_pids_limit(&n, old).await {
+                                tracing::error!(error = %format!("{e:#}"), "could not restore pids_limit");
+                            }
+                        }
+                    }
+                }
                 Revert::Unpause(names) => {
                     if let Some(d) = &self.docker {
                         for n in names {
@@ -1175,6 +1195,8 @@ enum Revert {
     Continue(Vec<u32>),
     /// `docker unpause` these instances (docker mode).
     Unpause(Vec<String>),
+    /// Restore these instances' container `pids_limit` (docker mode).
+    PidsLimit(Vec<(String, i64)>),
     /// Restore these cgroups' `pids.max`.
     ThreadLimit(Vec<(InstanceCgroup, String)>),
     /// Set this Control key back to 0 on these processes.
