@@ -30,6 +30,16 @@ cascade=./target/release/cascade
 deadline_s="${SMOKE_DEADLINE_S:-240}"
 logs="$(mktemp -d "${TMPDIR:-/tmp}/cascade-smoke.XXXXXX")"
 
+# check EXPR: exit 0 when the Python expression EXPR holds for the status
+# document `s` (and front-ends `fe`) in $status.
+check() {
+  python3 -c 'import json, sys
+s = json.loads(sys.stdin.read()); fe = s["frontends"]
+v = eval(sys.argv[1])
+if isinstance(v, bool): sys.exit(0 if v else 1)
+print(v)' "$1" <<<"$status"
+}
+
 leftovers() {
   {
     docker ps -aq --filter "label=com.docker.compose.project=$project"
@@ -69,17 +79,17 @@ while :; do
   if status="$("$cascade" status --json 2>/dev/null)"; then
     now=$(date +%s.%N)
     if [[ -z "$first_impaired" ]] &&
-      jq -e '.services[] | select(.name == "kinesis" and .health != "serving")' <<<"$status" >/dev/null; then
+      check 'any(x["name"] == "kinesis" and x["health"] != "serving" for x in s["services"])'; then
       first_impaired=$(awk -v a="$t0" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
       echo "compose-smoke: Kinesis impaired ${first_impaired} s after \`up\`"
     fi
-    if jq -e '(.frontends | length) > 8 and all(.frontends[]; .shard_map == "unusable")' <<<"$status" >/dev/null; then
+    if check 'len(fe) > 8 and all(f["shard_map"] == "unusable" for f in fe)'; then
       break
     fi
   fi
   if (( $(date +%s) > until_s )); then
     echo "compose-smoke: no cascade within ${deadline_s} s; last status:"
-    echo "$status" | jq -c '.frontends[]? | {name, threads, thread_limit, peers_known, shard_map}' || true
+    check '"\n".join("%s threads %s/%s peers %s %s" % (f["name"], f["threads"], f["thread_limit"], f["peers_known"], f["shard_map"]) for f in fe)' || true
     "${compose[@]}" logs --no-color orchestrator >"$logs/orchestrator.log" 2>&1 || true
     exit 1
   fi
@@ -89,9 +99,11 @@ done
 
 # The contract: docker mode, enforced by the containers' pids_limit, the
 # kernel refusing threads, and front-ends that are real containers.
-jq -e '.mode == "docker" and .thread_limit.enforcement == "docker" and .thread_limit.limit == 16' <<<"$status" >/dev/null
-jq -e 'all(.frontends[]; .thread_limit == 16 and .spawn_failures > 0 and (.last_spawn_error | test("os error 11")))' <<<"$status" >/dev/null
-fleet=$(jq '.frontends | length' <<<"$status")
+check 's["mode"] == "docker" and s["thread_limit"] == {"limit": 16, "enforcement": "docker"}' ||
+  { echo "compose-smoke: status is not docker mode with limit 16 enforced by docker"; exit 1; }
+check 'all(f["thread_limit"] == 16 and f["spawn_failures"] > 0 and "os error 11" in f["last_spawn_error"] for f in fe)' ||
+  { echo "compose-smoke: not every front-end was refused a thread (EAGAIN) under its limit of 16"; exit 1; }
+fleet=$(check 'len(fe)')
 added=$(docker ps -q --filter "label=com.docker.compose.project=$project" \
   --filter "label=com.docker.compose.service=kinesis-frontend-added" | wc -l)
 if (( added < fleet - 8 )); then
