@@ -6,6 +6,24 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether progress lines of reused client code are silenced (a scenario
+/// run journals its own lines instead).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Silences (or restores) the progress lines of `down`, `up --detach` and `shd post`.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `println!` unless [`set_quiet`] was called.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+            println!($($t)*);
+        }
+    };
+}
+
 use anyhow::{Context, bail};
 use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_client::KinesisClient;
@@ -25,9 +43,14 @@ pub struct UsageError(pub String);
 
 pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
     let sup = home::require()?;
-    let ch = cascade_core::clients::connect(&sup.control_addr)
-        .await
-        .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        cascade_core::clients::connect(&sup.control_addr),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+    .and_then(|r| r)
+    .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
     Ok(SupervisorClient::new(ch))
 }
 
@@ -40,10 +63,10 @@ fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
 
 /// Fetches the status document.
 pub async fn fetch_status() -> anyhow::Result<Status> {
-    let json = supervisor()
-        .await?
-        .status(sv::StatusRequest {})
+    let mut c = supervisor().await?;
+    let json = tokio::time::timeout(Duration::from_secs(10), c.status(sv::StatusRequest {}))
         .await
+        .map_err(|_| anyhow::anyhow!("status: the supervisor did not answer within 10 s"))?
         .map_err(|s| rpc_error("status", s))?
         .into_inner()
         .json;
@@ -96,12 +119,13 @@ pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
 }
 
 /// `cascade restart-frontends`.
-pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
+pub async fn restart(batch: u32, interval: Duration, grace: Duration) -> anyhow::Result<()> {
     let mut stream = supervisor()
         .await?
         .restart_frontends(sv::RestartRequest {
             batch,
             interval_ms: interval.as_millis() as u64,
+            grace_ms: grace.as_millis() as u64,
         })
         .await
         .map_err(|s| rpc_error("restart-frontends", s))?
@@ -111,12 +135,7 @@ pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
         .await
         .map_err(|s| rpc_error("restart-frontends", s))?
     {
-        println!(
-            "restarted {} ({}/{})",
-            p.restarted.join(", "),
-            p.done,
-            p.total
-        );
+        println!("{}", p.detail);
     }
     Ok(())
 }
@@ -124,7 +143,7 @@ pub async fn restart(batch: u32, interval: Duration) -> anyhow::Result<()> {
 /// `cascade down`: asks the supervisor to stop and waits until it has.
 pub async fn down() -> anyhow::Result<()> {
     let Some(sup) = home::read(&home::home())? else {
-        println!(
+        say!(
             "nothing is running (no supervisor in {})",
             home::home().display()
         );
@@ -149,7 +168,7 @@ pub async fn down() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("stopped; logs kept in {}", sup.run_dir.display());
+    say!("stopped; logs kept in {}", sup.run_dir.display());
     Ok(())
 }
 
@@ -199,6 +218,7 @@ pub fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
         .args(["--learning-jitter", &args.learning_jitter.to_string()])
         .args(args.topology.to_args())
         .arg("--daemon")
+        .env("CASCADE_HOME", &home_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
@@ -213,7 +233,7 @@ pub fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
     }
     let mut child = cmd.spawn().context("start the supervisor")?;
     let pid = child.id();
-    println!(
+    say!(
         "cascade: supervisor pid {pid} starting (log: {})",
         log_path.display()
     );
@@ -227,14 +247,14 @@ pub fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         for line in text.lines().skip(relayed) {
             if line.starts_with("cascade:") && !line.contains("fleet up;") {
-                println!("{line}");
+                say!("{line}");
             }
         }
         relayed = text.lines().count();
         if let Some(sup) = home::read(&home_dir)?
             && sup.pid == pid
         {
-            println!(
+            say!(
                 "cascade: fleet up (run {}); `cascade status` to inspect, `cascade down` to stop",
                 sup.run_dir.display()
             );
@@ -497,9 +517,11 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
         .find(|s| s.name == "kinesis-backend")
         .map(|s| s.addr.clone())
         .unwrap_or_default();
+    let cellular = st.frontends.iter().any(|f| f.fleet.starts_with("cell-"));
     let mut targets = crate::traffic::Targets {
         backend,
         services: Default::default(),
+        kinesis_fleet: if cellular { "cell-*" } else { "" }.to_owned(),
     };
     if svc != crate::topology::Service::Kinesis {
         let entry = st
@@ -639,7 +661,7 @@ pub async fn shd(cmd: ShdCmd) -> anyhow::Result<()> {
                 .into_inner()
                 .post
                 .context("no post returned")?;
-            println!("posted via the {} tool: {}", post.path, post.message);
+            say!("posted via the {} tool: {}", post.path, post.message);
         }
         ShdCmd::List => {
             let posts = supervisor()

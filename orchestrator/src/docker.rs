@@ -121,8 +121,17 @@ impl Container {
 
     /// `docker restart`: the same container, address and `pids_limit`.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_after(STOP_SECS).await
+    }
+
+    /// `docker restart -t 0`: SIGKILL, then start again at once.
+    pub async fn restart_now(&mut self) -> anyhow::Result<()> {
+        self.restart_after(0).await
+    }
+
+    async fn restart_after(&mut self, grace_secs: i32) -> anyhow::Result<()> {
         let opts = RestartContainerOptions {
-            t: Some(STOP_SECS),
+            t: Some(grace_secs),
             signal: None,
         };
         self.api

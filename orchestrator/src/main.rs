@@ -8,6 +8,7 @@ mod faults;
 mod home;
 mod launcher;
 mod limits;
+mod report_html;
 mod scenario;
 mod status;
 mod supervisor;
@@ -70,6 +71,11 @@ enum Command {
         /// Wall time between batches, e.g. 2s or 500ms.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         interval: Duration,
+        /// Wall time a restarted front-end has to report a ready shard map;
+        /// one that has not is judged unhealthy, removed and started again
+        /// (0s: no health gate).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        grace: Duration,
     },
     /// Poke the data plane like `aws kinesis`.
     #[command(subcommand)]
@@ -91,6 +97,9 @@ enum Command {
     },
     /// Run a scenario (name in scenarios/ or a .toml path): journal, report.json, exit 0 only if every expectation held.
     Run(engine::RunArgs),
+    /// Run a scenario once per variant (baseline and remediations) and print
+    /// the blast-radius table; writes compare.json and each variant's report.
+    Compare(engine::CompareArgs),
     /// Check a scenario file (a name in scenarios/ or a path) and print its
     /// schedule on both clocks; exit 64 with file:line:column on errors.
     CheckScenario {
@@ -152,12 +161,23 @@ fn main() -> ExitCode {
                 return ExitCode::from(EX_USAGE);
             }
         };
-        let dir = engine::report_dir(args, &loaded.scenario.scenario.name);
-        if !args.attach {
-            // SAFETY: still single-threaded here (no runtime, no helper threads yet).
-            unsafe { std::env::set_var("CASCADE_HOME", dir.join("home")) };
-        }
+        let dir = engine::report_dir(args.report.as_ref(), &loaded.scenario.scenario.name);
         run_plan = Some((loaded, dir));
+    }
+    if let Command::Compare(args) = &cli.command {
+        let loaded = match scenario::load(&args.scenario) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cascade: {e:#}");
+                return ExitCode::from(EX_USAGE);
+            }
+        };
+        if let Err(e) = engine::check_variants(&args.variants) {
+            eprintln!("cascade compare: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+        let name = format!("{}-compare", loaded.scenario.scenario.name);
+        run_plan = Some((loaded, engine::report_dir(args.report.as_ref(), &name)));
     }
     if let Command::Reap { cgroup } = cli.command {
         return report(limits::run_reaper(cgroup));
@@ -193,9 +213,11 @@ fn main() -> ExitCode {
             Command::Status { json } => report(client::status(json).await),
             Command::AddCapacity { count } => report(client::add_capacity(count).await),
             Command::RemoveCapacity { count } => report(client::remove_capacity(count).await),
-            Command::RestartFrontends { batch, interval } => {
-                report(client::restart(batch, interval).await)
-            }
+            Command::RestartFrontends {
+                batch,
+                interval,
+                grace,
+            } => report(client::restart(batch, interval, grace).await),
             Command::Kinesis(cmd) => report(client::kinesis(cmd).await),
             Command::Probe(args) => report(client::probe(args).await),
             Command::Inject(spec) => report(client::inject(spec).await),
@@ -212,6 +234,16 @@ fn main() -> ExitCode {
                 };
                 let shutdown = cascade_core::shutdown::shutdown_signal();
                 match engine::run(args, loaded, dir, shutdown).await {
+                    Ok(code) => ExitCode::from(code),
+                    Err(e) => report(Err(e)),
+                }
+            }
+            Command::Compare(args) => {
+                let Some((loaded, dir)) = run_plan else {
+                    return ExitCode::FAILURE;
+                };
+                let shutdown = cascade_core::shutdown::shutdown_signal();
+                match engine::compare(args, loaded, dir, shutdown).await {
                     Ok(code) => ExitCode::from(code),
                     Err(e) => report(Err(e)),
                 }

@@ -90,7 +90,7 @@ impl Default for Topology {
 }
 
 /// Every remediation variant a scenario may name.
-pub const REMEDIATIONS: [&str; 8] = [
+pub const REMEDIATIONS: [&str; 9] = [
     "cognito-fix",
     "cloudwatch-local-buffer",
     "cloudwatch-partitioned-fleet",
@@ -99,6 +99,7 @@ pub const REMEDIATIONS: [&str; 8] = [
     "raised-limit",
     "bigger-servers",
     "thread-alarm",
+    "cellular",
 ];
 
 /// One step: when, and what.
@@ -132,6 +133,11 @@ pub enum Action {
         /// Incident time between batches, e.g. "10m".
         #[serde(default)]
         interval: Option<String>,
+        /// Incident time a restarted front-end has to get a ready shard map;
+        /// one that has not is judged unhealthy, removed and started again
+        /// (default 10m).
+        #[serde(default)]
+        grace: Option<String>,
     },
     /// `cascade inject ...` (the same fault definition as the CLI).
     Inject {
@@ -179,6 +185,17 @@ pub enum Condition {
         /// ready | building | unusable.
         all: String,
     },
+    /// Restarted front-ends judged unhealthy (not ready within the grace)
+    /// and removed, counted over the run.
+    RestartRemovals {
+        /// At least this many.
+        at_least: u64,
+    },
+    /// Thread-consumption alarms raised (remediation `thread-alarm`).
+    ThreadAlarms {
+        /// At least this many.
+        at_least: u64,
+    },
 }
 
 /// An expectation: a condition that must hold by a deadline. (Unknown keys
@@ -192,6 +209,10 @@ pub struct Expectation {
     /// Not before this (incident clock or offset); default: the start.
     #[serde(default)]
     pub after: Option<String>,
+    /// Whether the condition must hold at every observation from `after`
+    /// to `by` (e.g. "recovery stalls"), rather than at some point before `by`.
+    #[serde(default)]
+    pub throughout: bool,
     /// What must hold.
     #[serde(flatten)]
     pub condition: Condition,
@@ -399,12 +420,19 @@ fn validate_action(a: &Action, services: &[&str]) -> Result<(), String> {
         Action::AddCapacity { count } | Action::RemoveCapacity { count } if *count == 0 => {
             Err("count: must be at least 1".into())
         }
-        Action::RestartFrontends { batch, interval } => {
+        Action::RestartFrontends {
+            batch,
+            interval,
+            grace,
+        } => {
             if *batch == 0 {
                 return Err("batch: must be at least 1".into());
             }
             if let Some(i) = interval {
                 humantime::parse_duration(i).map_err(|e| format!("interval: {i:?}: {e}"))?;
+            }
+            if let Some(g) = grace {
+                humantime::parse_duration(g).map_err(|e| format!("grace: {g:?}: {e}"))?;
             }
             Ok(())
         }
@@ -455,20 +483,41 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
                 Err(format!("all: {all:?}; use ready, building or unusable"))
             }
         }
+        Condition::RestartRemovals { .. } | Condition::ThreadAlarms { .. } => Ok(()),
     }
 }
 
 impl Action {
+    /// The step kind, as written in a scenario (`do = "..."`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::AddCapacity { .. } => "add-capacity",
+            Action::RemoveCapacity { .. } => "remove-capacity",
+            Action::RestartFrontends { .. } => "restart-frontends",
+            Action::Inject { .. } => "inject",
+            Action::Clear { .. } => "clear",
+            Action::Configure { .. } => "configure",
+            Action::ShdPost { .. } => "shd-post",
+        }
+    }
+
     /// One line, in the CLI's words.
     pub fn describe(&self) -> String {
         match self {
             Action::AddCapacity { count } => format!("add-capacity {count}"),
             Action::RemoveCapacity { count } => format!("remove-capacity {count}"),
-            Action::RestartFrontends { batch, interval } => format!(
-                "restart-frontends --batch {batch}{}",
+            Action::RestartFrontends {
+                batch,
+                interval,
+                grace,
+            } => format!(
+                "restart-frontends --batch {batch}{}{}",
                 interval
                     .as_ref()
-                    .map_or(String::new(), |i| format!(" --interval {i} (incident)"))
+                    .map_or(String::new(), |i| format!(" --interval {i} (incident)")),
+                grace
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(" --grace {g} (incident)"))
             ),
             Action::Inject { fault } => format!("inject {}", fault.summary()),
             Action::Clear { id } => format!("clear {}", id.as_deref().unwrap_or("(all)")),

@@ -20,6 +20,13 @@ pub struct Status {
     pub time_scale: f64,
     /// The supervisor's pid.
     pub supervisor_pid: u32,
+    /// Thread-consumption alarms raised so far (remediation `thread-alarm`).
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    /// Restarted front-ends judged unhealthy (shard map not ready within
+    /// the restart's grace) and removed, so far.
+    #[serde(default)]
+    pub restart_removals: u64,
 }
 
 /// Limit and enforcement.
@@ -151,4 +158,10 @@ impl Status {
         }
         s
     }
+}
+
+/// Whether a front-end's membership fleet is part of the main Kinesis fleet
+/// ("" or one of its cells), as opposed to CloudWatch's partitioned fleet.
+pub fn is_main_fleet(fleet: &str) -> bool {
+    fleet.is_empty() || fleet.starts_with("cell-")
 }

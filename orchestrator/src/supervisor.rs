@@ -198,6 +198,12 @@ pub struct Supervisor {
     faults: Mutex<Vec<ActiveFault>>,
     /// Next fault id number.
     next_fault: std::sync::atomic::AtomicU64,
+    /// Thread-consumption alarms raised so far (remediation `--thread-alarm`).
+    alarms: Mutex<Vec<String>>,
+    /// Whether the alarm's runbook is running now.
+    alarm_busy: std::sync::atomic::AtomicBool,
+    /// Restarted front-ends removed for not being ready within the grace.
+    restart_removals: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
     /// Docker mode: the engine, the compose project and its containers.
     docker: Option<crate::docker::DockerEnv>,
@@ -295,7 +301,13 @@ impl Supervisor {
         check_host_budget(total, self.thread_limit_arg(), self.args.workers)?;
         let backend = Self::backend_addr(fleet)?;
         let started = self
-            .spawn_frontends(n, &backend, "", &mut fleet.next_index)
+            .spawn_frontends(
+                n,
+                &backend,
+                "",
+                &mut fleet.next_index,
+                fleet.frontends.len(),
+            )
             .await?;
         let names = started.iter().map(|i| i.name.clone()).collect();
         fleet.frontends.extend(started);
@@ -304,18 +316,27 @@ impl Supervisor {
     }
 
     /// Starts `n` front-ends in membership fleet `fleet_name`, each under its
-    /// own kernel thread limit; all SERVING, or none left running.
+    /// own kernel thread limit; all SERVING, or none left running. In a
+    /// cellular main fleet, `existing` front-ends are already placed and each
+    /// new one joins cell `cell-<position / cell size>`.
     async fn spawn_frontends(
         &self,
         n: u32,
         backend: &str,
         fleet_name: &str,
         next_index: &mut u32,
+        existing: usize,
     ) -> anyhow::Result<Vec<Instance>> {
         let program = launcher::binary("kinesis-frontend")?;
         let mut started = Vec::new();
         let mut failure = None;
-        for _ in 0..n {
+        let cell_size = self.args.topology.cell_size as usize;
+        for position in existing..existing + n as usize {
+            let membership = if fleet_name.is_empty() && cell_size > 0 {
+                format!("cell-{}", position / cell_size)
+            } else {
+                fleet_name.to_owned()
+            };
             let index = *next_index;
             *next_index += 1;
             let (name, id) = if fleet_name.is_empty() {
@@ -330,7 +351,7 @@ impl Supervisor {
                 let spec = ChildSpec {
                     name: name.clone(),
                     program: program.clone(),
-                    args: self.frontend_args(&id, backend, fleet_name),
+                    args: self.frontend_args(&id, backend, &membership),
                     limit: ChildLimit::None,
                 };
                 match d.frontend(&name, index, spec.args.clone()).await {
@@ -338,7 +359,7 @@ impl Supervisor {
                         name,
                         id,
                         service: Service::Kinesis,
-                        fleet: fleet_name.to_owned(),
+                        fleet: membership.clone(),
                         addr,
                         listener: None,
                         child: RunningChild::container(c),
@@ -358,7 +379,7 @@ impl Supervisor {
                 let spec = ChildSpec {
                     name: name.clone(),
                     program: program.clone(),
-                    args: self.frontend_args(&id, backend, fleet_name),
+                    args: self.frontend_args(&id, backend, &membership),
                     limit,
                 };
                 let child = launcher::spawn(&spec, &listener, &self.logs())?;
@@ -366,7 +387,7 @@ impl Supervisor {
                     name,
                     id,
                     service: Service::Kinesis,
-                    fleet: fleet_name.to_owned(),
+                    fleet: membership.clone(),
                     addr,
                     listener: Some(listener),
                     child,
@@ -409,6 +430,7 @@ impl Supervisor {
                     &backend,
                     "cloudwatch",
                     &mut idx,
+                    0,
                 )
                 .await?;
             fleet.cw_frontends.extend(cw);
@@ -477,6 +499,7 @@ impl Supervisor {
         let mut targets = traffic::Targets {
             backend,
             services: Default::default(),
+            kinesis_fleet: t.main_fleet_pattern().to_owned(),
         };
         for inst in &fleet.services {
             targets
@@ -520,7 +543,40 @@ impl Supervisor {
         Ok(names)
     }
 
-    /// Restarts one front-end in place: same id, address and limit.
+    /// Restarts a batch of front-ends together, in place: every process of
+    /// the batch is stopped first (SIGKILL: a restart does not leave the
+    /// fleet, membership is by host, so peers keep the member), then all are
+    /// started at once with the same id, address and limit, and each
+    /// populates its shard map at the same time as the others.
+    async fn restart_batch(
+        &self,
+        batch: &mut [Instance],
+        only: Option<&[String]>,
+    ) -> anyhow::Result<()> {
+        let chosen = |i: &Instance| only.is_none_or(|o| o.contains(&i.name));
+        if self.docker.is_some() {
+            // Docker mode: each container of the batch is SIGKILLed and
+            // started again (`docker restart -t 0`), one right after the other.
+            for inst in batch.iter_mut().filter(|i| chosen(i)) {
+                if let Some(c) = inst.child.as_container_mut() {
+                    c.restart_now().await?;
+                }
+            }
+            return Ok(());
+        }
+        for inst in batch.iter_mut().filter(|i| chosen(i)) {
+            inst.child.kill();
+        }
+        for inst in batch.iter_mut().filter(|i| chosen(i)) {
+            let listener = inst
+                .listener
+                .as_ref()
+                .context("no listener to restart on")?;
+            inst.child = launcher::spawn(&inst.spec, listener, &self.logs())?;
+        }
+        Ok(())
+    }
+
     /// Restarts one process in place: same flags, address and limit.
     async fn respawn(&self, inst: &mut Instance) -> anyhow::Result<()> {
         let Some(listener) = &inst.listener else {
@@ -713,8 +769,10 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or((0, String::new()), |b| (b.pid, b.addr.clone()));
-        let main_fleet: Vec<&FrontendEntry> =
-            frontends.iter().filter(|f| f.fleet.is_empty()).collect();
+        let main_fleet: Vec<&FrontendEntry> = frontends
+            .iter()
+            .filter(|f| crate::status::is_main_fleet(&f.fleet))
+            .collect();
         let ready = main_fleet.iter().filter(|f| f.shard_map == "ready").count();
         let maps = format!("{ready}/{} shard-maps ready", main_fleet.len());
         let failed = main_fleet
@@ -816,7 +874,96 @@ impl Supervisor {
             run_dir: self.run_dir.display().to_string(),
             time_scale: self.args.time_scale,
             supervisor_pid: std::process::id(),
+            alarms: self
+                .alarms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            restart_removals: self
+                .restart_removals
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// The thread-consumption alarm (remediation `--thread-alarm`): checks
+    /// each main-fleet front-end's projected threads, `base_threads` plus
+    /// every member its membership listing shows (learned or still inside
+    /// the learning delay), against its kernel limit. When one would not
+    /// fit, the alarm fires and its runbook removes the newest front-ends
+    /// of that membership domain until the projection fits. Nothing here
+    /// stops a thread: the limit stays the kernel's; the alarm only acts
+    /// on capacity, as an operator paged by it would.
+    fn thread_alarm(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let Some(limit) = self.plan.limit else {
+            return;
+        };
+        let over: Vec<FrontendEntry> = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|f| crate::status::is_main_fleet(&f.fleet) && f.base_threads > 0)
+            .filter(|f| u64::from(f.base_threads + f.peers_total) > limit)
+            .cloned()
+            .collect();
+        let Some(worst) = over.iter().max_by_key(|f| f.peers_total) else {
+            return;
+        };
+        if self.alarm_busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let fits = (limit - u64::from(worst.base_threads) + 1) as usize;
+        let domain = worst.fleet.clone();
+        let msg = format!(
+            "thread-consumption alarm: {} projects {} threads ({} base + {} members) against its limit of {limit}; \
+             runbook: shrink {} to {fits} front-ends",
+            worst.name,
+            worst.base_threads + worst.peers_total,
+            worst.base_threads,
+            worst.peers_total,
+            if domain.is_empty() {
+                "the fleet".to_owned()
+            } else {
+                domain.clone()
+            },
+        );
+        tracing::warn!("{msg}");
+        self.alarms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(msg);
+        let sup = self.clone();
+        tokio::spawn(async move {
+            let mut fleet = sup.fleet.lock().await;
+            let members = fleet.frontends.iter().filter(|i| i.fleet == domain).count();
+            if members > fits {
+                let extra = members - fits;
+                // The newest members of the domain are the last ones in the fleet.
+                let mut gone = Vec::new();
+                let mut keep = Vec::new();
+                for inst in fleet.frontends.drain(..).rev() {
+                    if inst.fleet == domain && gone.len() < extra {
+                        gone.push(inst);
+                    } else {
+                        keep.push(inst);
+                    }
+                }
+                keep.reverse();
+                fleet.frontends = keep;
+                sup.publish_roster(&fleet);
+                for mut inst in gone {
+                    tracing::warn!(instance = %inst.name, "thread-alarm runbook: removing");
+                    inst.child.stop().await;
+                    if let Some(cg) = inst.cgroup() {
+                        let _ = cg.remove();
+                    }
+                }
+            }
+            drop(fleet);
+            sup.watch_once().await;
+            sup.alarm_busy.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Every process the run has, for fault targets.
@@ -1353,6 +1500,62 @@ fn judge(t: &traffic::Summary, deadline_ms: f64) -> Option<(&'static str, String
 }
 
 /// Polls every new instance's health until all are SERVING (or one fails).
+/// Incident time a restarted front-end has to get a ready shard map before
+/// the deployment judges it unhealthy (scenario steps' default).
+pub const DEFAULT_RESTART_GRACE: &str = "10m";
+
+/// Times a restart batch's slow front-ends are removed and started again
+/// before the restart gives up ("recovery stalled").
+const RESTART_ATTEMPTS: u32 = 10;
+
+/// Waits up to `grace` for every instance's shard map to be ready; returns
+/// the ones that are not, with what the last of them reported.
+async fn maps_ready_within(instances: &[Instance], grace: Duration) -> Vec<(String, String)> {
+    let until = Instant::now() + grace;
+    let mut pending: Vec<(String, String, String)> = instances
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                i.addr.clone(),
+                "not yet observed".to_owned(),
+            )
+        })
+        .collect();
+    loop {
+        let mut still = Vec::new();
+        for (name, addr, _) in pending {
+            let state = match cascade_core::clients::lazy_channel(&addr, Duration::from_millis(500))
+            {
+                Ok(ch) => match ControlClient::new(ch).get_status(GetStatusRequest {}).await {
+                    Ok(s) => s.into_inner().frontend.map_or_else(
+                        || "no front-end status".to_owned(),
+                        |f| {
+                            if f.shard_map == "ready" {
+                                String::new()
+                            } else if f.shard_map_detail.is_empty() {
+                                format!("shard map {}", f.shard_map)
+                            } else {
+                                format!("shard map {}: {}", f.shard_map, f.shard_map_detail)
+                            }
+                        },
+                    ),
+                    Err(e) => format!("unreachable: {}", e.message()),
+                },
+                Err(e) => e.to_string(),
+            };
+            if !state.is_empty() {
+                still.push((name, addr, state));
+            }
+        }
+        if still.is_empty() || Instant::now() >= until {
+            return still.into_iter().map(|(n, _, s)| (n, s)).collect();
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_all_ready(instances: &mut [Instance]) -> anyhow::Result<()> {
     let until = Instant::now() + launcher::READY_DEADLINE;
     let mut pending: Vec<usize> = (0..instances.len()).collect();
@@ -1490,34 +1693,88 @@ impl SupervisorApi for Api {
             let mut done = 0;
             let batch = r.batch as usize;
             let mut start = 0;
+            let grace = Duration::from_millis(r.grace_ms);
             while start < total {
                 let end = (start + batch).min(total);
-                let mut result = Ok(());
-                for inst in &mut fleet.frontends[start..end] {
-                    if let Err(e) = sup.respawn(inst).await {
-                        result = Err(e);
-                        break;
-                    }
-                }
+                let mut result = sup
+                    .restart_batch(&mut fleet.frontends[start..end], None)
+                    .await;
                 if result.is_ok() {
                     result = wait_all_ready(&mut fleet.frontends[start..end]).await;
                 }
                 sup.publish_roster(&fleet);
+                // The deployment's health gate: a restarted front-end whose
+                // shard map is not ready within the grace is judged
+                // unhealthy, removed and started again.
+                let mut removed = Vec::new();
+                let mut attempt = 1;
+                while result.is_ok() && !grace.is_zero() {
+                    let slow = maps_ready_within(&fleet.frontends[start..end], grace).await;
+                    if slow.is_empty() {
+                        break;
+                    }
+                    sup.restart_removals
+                        .fetch_add(slow.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let names: Vec<String> = slow.iter().map(|(n, _)| n.clone()).collect();
+                    let why = &slow[0].1;
+                    tracing::warn!(?names, attempt, %why, "restarted front-ends not ready within the grace; removing and starting them again");
+                    let detail = format!(
+                        "{} not ready within the {} grace ({why}); judged unhealthy: removed and started again (attempt {attempt} of {RESTART_ATTEMPTS})",
+                        names.join(", "),
+                        humantime::format_duration(grace)
+                    );
+                    removed.extend(names.iter().cloned());
+                    let _ = tx
+                        .send(Ok(sv::RestartProgress {
+                            removed: names.clone(),
+                            done: done as u32,
+                            total: total as u32,
+                            detail,
+                            ..Default::default()
+                        }))
+                        .await;
+                    if attempt >= RESTART_ATTEMPTS {
+                        result = Err(anyhow::anyhow!(
+                            "recovery stalled: {} still not ready after {attempt} restarts ({why})",
+                            names.join(", ")
+                        ));
+                        break;
+                    }
+                    attempt += 1;
+                    result = sup
+                        .restart_batch(&mut fleet.frontends[start..end], Some(&names))
+                        .await;
+                    if result.is_ok() {
+                        result = wait_all_ready(&mut fleet.frontends[start..end]).await;
+                    }
+                    sup.publish_roster(&fleet);
+                }
                 if let Err(e) = result {
                     let _ = tx.send(Err(internal(e))).await;
                     return;
                 }
                 done += end - start;
-                let restarted = fleet.frontends[start..end]
+                let restarted: Vec<String> = fleet.frontends[start..end]
                     .iter()
                     .map(|i| i.name.clone())
                     .collect();
                 tracing::info!(?restarted, done, total, "front-ends restarted");
+                let detail = format!(
+                    "restarted {} ({done}/{total}){}",
+                    restarted.join(", "),
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} removal(s) for slowness", removed.len())
+                    }
+                );
                 if tx
                     .send(Ok(sv::RestartProgress {
                         restarted,
                         done: done as u32,
                         total: total as u32,
+                        removed,
+                        detail,
                     }))
                     .await
                     .is_err()
@@ -1788,6 +2045,9 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         shd: Mutex::default(),
         faults: Mutex::default(),
         next_fault: std::sync::atomic::AtomicU64::new(1),
+        alarms: Mutex::default(),
+        alarm_busy: std::sync::atomic::AtomicBool::new(false),
+        restart_removals: std::sync::atomic::AtomicU64::new(0),
         shutdown: shutdown.clone(),
         docker,
     });
@@ -1872,6 +2132,9 @@ async fn serve_run(
             _ = sup.shutdown.cancelled() => break,
         }
         sup.watch_once().await;
+        if args.topology.thread_alarm {
+            sup.thread_alarm();
+        }
         ticks += 1;
         if live && ticks.is_multiple_of(2) {
             let view = sup.status().render();

@@ -159,6 +159,17 @@ pub struct TopologyArgs {
     /// Remediation: bound Lambda's metrics-agent buffer to this many bytes (drop oldest).
     #[arg(long)]
     pub lambda_agent_buffer_max: Option<u64>,
+    /// Remediation: cellular fleet. The main fleet is split into cells of at
+    /// most K front-ends, each cell its own membership domain (0: one fleet).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=512))]
+    pub cell_size: u32,
+    /// Remediation: fine-grained alarm on thread consumption. When a
+    /// front-end's projected threads (base + every member in its membership
+    /// listing, learned or not) exceed its limit, the alarm fires and its
+    /// runbook removes the newest front-ends until the projection fits,
+    /// before the learning delay runs out.
+    #[arg(long)]
+    pub thread_alarm: bool,
     /// Extra flag for one service's processes, e.g. `lambda:--memory-budget=4194304` (repeatable).
     #[arg(long = "service-arg")]
     pub service_args: Vec<ServiceArg>,
@@ -184,6 +195,12 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 impl TopologyArgs {
+    /// The membership fleet customers of the main fleet list: every cell
+    /// (`cell-*`) when the fleet is cellular, else the one main fleet ("").
+    pub fn main_fleet_pattern(&self) -> &'static str {
+        if self.cell_size > 0 { "cell-*" } else { "" }
+    }
+
     /// The services to run.
     pub fn set(&self) -> BTreeSet<Service> {
         parse_services(&self.services).unwrap_or_default()
@@ -213,6 +230,12 @@ impl TopologyArgs {
         ];
         if self.cloudwatch_local_buffer {
             v.push("--cloudwatch-local-buffer".into());
+        }
+        if self.cell_size > 0 {
+            v.push(format!("--cell-size={}", self.cell_size));
+        }
+        if self.thread_alarm {
+            v.push("--thread-alarm".into());
         }
         if let Some(b) = self.lambda_agent_buffer_max {
             v.push(format!("--lambda-agent-buffer-max={b}"));
@@ -289,7 +312,7 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
     match p.service {
         Service::Kinesis => {}
         Service::Cognito => {
-            kinesis(&mut v, "");
+            kinesis(&mut v, t.main_fleet_pattern());
             v.push(format!(
                 "--mode={}",
                 if t.cognito_mode == CognitoMode::Fixed {
@@ -309,7 +332,7 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
             let fleet = if t.cloudwatch_partitioned_fleet > 0 {
                 "cloudwatch"
             } else {
-                ""
+                t.main_fleet_pattern()
             };
             kinesis(&mut v, fleet);
             v.push(format!("--instance-id={}", p.name));
@@ -335,7 +358,7 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
             }
         }
         Service::Eventbridge => {
-            kinesis(&mut v, "");
+            kinesis(&mut v, t.main_fleet_pattern());
             if let Some(ecs) = a.first(Service::Ecs) {
                 v.push(format!("--ecs={ecs}"));
             }

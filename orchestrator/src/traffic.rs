@@ -32,6 +32,8 @@ pub struct Targets {
     pub backend: String,
     /// Service -> instance addresses.
     pub services: BTreeMap<Service, Vec<String>>,
+    /// The membership fleet (or `cell-*` pattern) Kinesis customers list.
+    pub kinesis_fleet: String,
 }
 
 /// Clients for one representative call per service.
@@ -47,7 +49,7 @@ impl Caller {
     pub fn new(t: &Targets, deadline: Duration) -> anyhow::Result<Self> {
         let kinesis = KinesisProducer::new(KinesisArgs {
             kinesis_backend: t.backend.clone(),
-            kinesis_fleet: String::new(),
+            kinesis_fleet: t.kinesis_fleet.clone(),
             kinesis_timeout: deadline,
         })?;
         let mut channels = HashMap::new();

@@ -120,8 +120,12 @@ fn a_false_expectation_fails_the_run_with_a_nonzero_exit() {
 #[test]
 fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
     let home = Home::new("runint");
-    // A long scenario: its only expectation is hours of incident time away.
-    let text = TIP.replace("time_scale = 3600", "time_scale = 60");
+    // A long scenario: its only expectation is hours of incident time away,
+    // and a fault (a paused front-end) is in force when Ctrl-C comes.
+    let text = TIP.replace("time_scale = 3600", "time_scale = 60").replace(
+        "[[step]]",
+        "[[step]]\nat = \"02:31\"\ndo = \"inject\"\nfault = { kind = \"pause\", target = \"kinesis-frontend-0\" }\n\n[[step]]",
+    );
     let file = write(&home, "long.toml", &text);
     let dir = home.dir.join("report");
     let mut child = home
@@ -188,5 +192,174 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         "{journal}"
     );
     assert_eq!(report(&dir)["verdict"], "aborted");
+    assert!(
+        journal.contains("inject pause"),
+        "the pause fault was in force when Ctrl-C came: {journal}"
+    );
+    // The paused front-end (SIGSTOP) is gone with the rest: no process, no
+    // cgroup, so no fault of any kind is left applied.
     cascade_tests::assert_gone(&pids, &run_id);
+}
+
+/// Runs `cascade compare` and returns (exit code, compare.json, stdout).
+fn compare(home: &Home, scenario: &str, variants: &str) -> (Option<i32>, Value, String) {
+    let dir = home.dir.join("compare");
+    let out = home.run(&[
+        "compare",
+        scenario,
+        "--variants",
+        variants,
+        "--report",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let doc = std::fs::read(dir.join("compare.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (out.status.code(), doc, describe(&out))
+}
+
+/// The shipped postmortem end to end, and the Cognito remediation beside it:
+/// the baseline run holds every expectation (Cognito impaired among them),
+/// while with `cognito-fix` Cognito is never impaired.
+#[test]
+fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
+    let home = Home::new("nov25");
+    let (code, doc, out) = compare(&home, "nov-25-2020", "baseline,cognito-fix");
+    assert_eq!(code, Some(0), "{out}");
+    let base = &doc["variants"]["baseline"];
+    let fixed = &doc["variants"]["cognito-fix"];
+    assert_eq!(
+        base["verdict"], "pass",
+        "baseline must pass end to end: {out}\n{doc}"
+    );
+    assert!(
+        base["services"]["cognito"]["impaired_at_s"]
+            .as_f64()
+            .is_some(),
+        "baseline impairs Cognito: {doc}"
+    );
+    assert!(
+        fixed["services"]["cognito"]["impaired_at_s"].is_null(),
+        "cognito-fix keeps Cognito unimpaired: {}",
+        fixed["services"]["cognito"]
+    );
+    assert!(
+        fixed["services"]["kinesis"]["impaired_at_s"]
+            .as_f64()
+            .is_some(),
+        "Kinesis still fails with cognito-fix (it fixes Cognito only): {doc}"
+    );
+    assert!(
+        out.contains("blast radius") && out.contains("cognito-fix"),
+        "the blast-radius table is printed: {out}"
+    );
+    for v in ["baseline", "cognito-fix"] {
+        let html = std::fs::read_to_string(home.dir.join("compare").join(v).join("report.html"))
+            .expect("report.html");
+        assert!(
+            html.contains("<svg") && !html.contains("<script"),
+            "{v}: self-contained SVG report"
+        );
+    }
+}
+
+/// The recovery hazard: restarting the whole fleet at once starves request
+/// handling and recovery stalls; booting from the metadata store removes it.
+#[test]
+fn fast_restart_stalls_and_metadata_bootstrap_removes_the_hazard() {
+    let home = Home::new("fastrestart");
+    let (code, doc, out) = compare(&home, "fast-restart", "baseline,metadata-bootstrap");
+    assert_eq!(code, Some(0), "{out}");
+    let base = &doc["variants"]["baseline"];
+    assert_eq!(
+        base["verdict"], "pass",
+        "fast-restart's expectations (removals, stalled recovery) hold: {out}\n{doc}"
+    );
+    let fixed = &doc["variants"]["metadata-bootstrap"];
+    assert!(
+        fixed["services"]["kinesis"]["recovered_at_s"]
+            .as_f64()
+            .is_some(),
+        "with metadata-store bootstrap Kinesis recovers after the same restart: {doc}"
+    );
+    let journal = std::fs::read_to_string(
+        home.dir
+            .join("compare")
+            .join("metadata-bootstrap")
+            .join("journal.jsonl"),
+    )
+    .expect("journal");
+    assert!(
+        !journal.contains("judged unhealthy"),
+        "no front-end is judged unhealthy with metadata-store bootstrap: {journal}"
+    );
+}
+
+/// Two runs with the same seed agree on which services were impaired, and in
+/// what order (services impaired within one observation of each other, a
+/// quarter second, are ties and may come in either order).
+#[test]
+fn the_same_seed_gives_the_same_impaired_services_in_the_same_order() {
+    let home = Home::new("seeds");
+    let text = TIP
+        .replace(
+            "services = [\"kinesis\"]",
+            "services = [\"kinesis\", \"cognito\", \"cloudwatch\", \"lambda\"]",
+        )
+        .replace("time_scale = 3600", "time_scale = 720");
+    let file = write(&home, "seeded.toml", &text);
+    let mut runs = Vec::new();
+    for n in 0..2 {
+        let dir = home.dir.join(format!("run{n}"));
+        let out = home.run(&[
+            "run",
+            &file,
+            "--seed",
+            "42",
+            "--report",
+            dir.to_str().expect("utf-8"),
+            "--quiet",
+        ]);
+        assert!(out.status.code().is_some(), "{}", describe(&out));
+        runs.push(report(&dir));
+    }
+    let impaired = |r: &Value| -> Vec<(String, f64)> {
+        r["services"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v["impaired_at_s"].as_f64()?)))
+            .collect()
+    };
+    let (a, b) = (impaired(&runs[0]), impaired(&runs[1]));
+    let names = |v: &[(String, f64)]| {
+        let mut n: Vec<String> = v.iter().map(|x| x.0.clone()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(runs[0]["seed"], 42);
+    assert_eq!(
+        names(&a),
+        names(&b),
+        "same impaired services:\n{a:?}\n{b:?}"
+    );
+    assert!(
+        names(&a).len() >= 2,
+        "the run impairs Kinesis and more: {a:?}"
+    );
+    let at = |v: &[(String, f64)], s: &str| v.iter().find(|x| x.0 == s).map(|x| x.1);
+    for (x, tx) in &a {
+        for (y, ty) in &a {
+            let (Some(bx), Some(by)) = (at(&b, x), at(&b, y)) else {
+                continue;
+            };
+            if tx + 0.25 < *ty {
+                assert!(
+                    bx <= by + 0.25,
+                    "{x} was impaired before {y} in the first run but not in the second:\n{a:?}\n{b:?}"
+                );
+            }
+        }
+    }
 }

@@ -64,7 +64,9 @@ pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
 
 /// Asks `grpc.health.v1` whether the server at `addr` is SERVING.
 pub async fn is_serving(addr: &str) -> bool {
-    let Ok(channel) = connect(addr).await else {
+    // The TCP handshake can complete in a listener's backlog with nobody
+    // accepting (a restarting server): bound the HTTP/2 handshake too.
+    let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(2), connect(addr)).await else {
         return false;
     };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);

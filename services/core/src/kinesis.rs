@@ -87,9 +87,12 @@ impl KinesisProducer {
             .map_err(|s| ServiceError::unavailable(format!("Kinesis membership: {}", s.message())))?
             .into_inner()
             .members;
+        // Like a load balancer's health check: route to members whose shard
+        // map is ready; with none ready, fail open to every member.
+        let any_ready = members.iter().any(|m| m.ready);
         let mut g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
         let mut fresh = BTreeMap::new();
-        for m in members {
+        for m in members.into_iter().filter(|m| m.ready || !any_ready) {
             let c = match g.1.get(&m.addr) {
                 Some(c) => c.clone(),
                 None => match clients::lazy_channel(&m.addr, self.args.kinesis_timeout) {

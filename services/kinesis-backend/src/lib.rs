@@ -67,6 +67,7 @@ struct MemberEntry {
     joined_at_ms: i64,
     last_heartbeat_ms: i64,
     incarnation: u64,
+    ready: bool,
 }
 
 #[derive(Debug, Default)]
@@ -470,11 +471,13 @@ impl Membership for Backend {
             joined_at_ms: now,
             last_heartbeat_ms: now,
             incarnation,
+            ready: false,
         });
         // A re-registration (restart) keeps its original join time.
         entry.addr = r.addr;
         entry.last_heartbeat_ms = now;
         entry.incarnation = incarnation;
+        entry.ready = false;
         tracing::info!(fleet = %r.fleet, id = %r.id, incarnation, "member registered");
         Ok(Response::new(pb::RegisterResponse {
             joined_at_ms: entry.joined_at_ms,
@@ -494,7 +497,10 @@ impl Membership for Backend {
             .values_mut()
             .filter_map(|f| f.get_mut(&r.id))
             .find(|m| m.incarnation == r.incarnation)
-            .map(|m| m.last_heartbeat_ms = now_ms())
+            .map(|m| {
+                m.last_heartbeat_ms = now_ms();
+                m.ready = r.ready;
+            })
             .is_some();
         Ok(Response::new(pb::HeartbeatResponse { known }))
     }
@@ -523,21 +529,27 @@ impl Membership for Backend {
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let r = req.into_inner();
         let state = self.lock();
+        // A fleet name ending in `*` lists every fleet with that prefix
+        // (customers of a cellular fleet see all its cells).
+        let matches = |fleet: &str| match r.fleet.strip_suffix('*') {
+            Some(prefix) => fleet.starts_with(prefix),
+            None => fleet == r.fleet,
+        };
         let members = state
             .members
-            .get(&r.fleet)
-            .map(|f| {
-                f.iter()
-                    .map(|(id, m)| pb::Member {
-                        id: id.clone(),
-                        addr: m.addr.clone(),
-                        joined_at_ms: m.joined_at_ms,
-                        last_heartbeat_ms: m.last_heartbeat_ms,
-                        incarnation: m.incarnation,
-                    })
-                    .collect()
+            .iter()
+            .filter(|(fleet, _)| matches(fleet))
+            .flat_map(|(_, f)| {
+                f.iter().map(|(id, m)| pb::Member {
+                    id: id.clone(),
+                    addr: m.addr.clone(),
+                    joined_at_ms: m.joined_at_ms,
+                    last_heartbeat_ms: m.last_heartbeat_ms,
+                    incarnation: m.incarnation,
+                    ready: m.ready,
+                })
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Response::new(pb::ListMembersResponse { members }))
     }
 }

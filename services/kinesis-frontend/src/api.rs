@@ -76,6 +76,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        let _slot = self.0.slot().await?;
         keyspace::validate_stream_name(&req.get_ref().stream_name)?;
         // Stream creation is a control-plane call: it goes to the metadata
         // store's owner directly and needs no shard map.
@@ -90,6 +91,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::PutRecordRequest>,
     ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        let _slot = self.0.slot().await?;
         let r = req.get_ref();
         let hash = keyspace::validate_put(
             &r.stream_name,
@@ -106,6 +108,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        let _slot = self.0.slot().await?;
         let r = req.into_inner();
         if r.records.is_empty() || r.records.len() > 500 {
             return Err(ServiceError::invalid(format!(
@@ -164,6 +167,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::GetShardIteratorRequest>,
     ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+        let _slot = self.0.slot().await?;
         let r = req.get_ref();
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::shard(&routes, &r.stream_name, &r.shard_id)?;
@@ -177,6 +181,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::GetRecordsRequest>,
     ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        let _slot = self.0.slot().await?;
         let it = ShardIterator::decode(&req.get_ref().shard_iterator)?;
         let routes = self.routes(&it.stream_name).await?;
         let route = Self::shard(&routes, &it.stream_name, &it.shard_id)?;
@@ -187,6 +192,7 @@ impl Kinesis for FrontendApi {
         &self,
         req: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        let _slot = self.0.slot().await?;
         let stream = &req.get_ref().stream_name;
         let routes = self.routes(stream).await?;
         Ok(Response::new(pb::ListShardsResponse {

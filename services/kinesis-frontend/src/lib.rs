@@ -82,6 +82,25 @@ pub struct FrontendConfig {
     /// Deadline of each call to the back end.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub backend_timeout: Duration,
+    /// Worker slots: how many requests (and shard-map snapshot fetches or
+    /// serves) this front-end works on at once. Request handling and
+    /// shard-map population share them, as in 2020.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_slots: u32,
+    /// How long a request waits for a free worker slot before it fails
+    /// UNAVAILABLE (wall time).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub slot_wait: Duration,
+    /// MODEL: incident time a peer spends, holding one of its worker slots,
+    /// producing and shipping a full shard-map snapshot to a booting
+    /// front-end (the real fleet's map covers many thousands of shards; ours
+    /// is small, so its cost is modelled as time, scaled like every clock).
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub snapshot_cost: Duration,
+    /// How long a booting front-end waits for one peer's snapshot, holding a
+    /// worker slot, before it gives the slot back and retries (wall time).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub snapshot_timeout: Duration,
 }
 
 fn parse_time_scale(s: &str) -> Result<f64, String> {
@@ -125,11 +144,39 @@ pub struct Frontend {
     backend: Channel,
     owners: Mutex<HashMap<String, KinesisClient<Channel>>>,
     peer_body: PeerBody,
+    /// Worker slots shared by request handling and shard-map population.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Snapshot fetches holding a slot now (this front-end booting).
+    fetching: Arc<std::sync::atomic::AtomicU32>,
+    /// Snapshot fetches that timed out.
+    fetch_timeouts: Arc<AtomicU64>,
+    /// Snapshots being produced for booting peers now.
+    serving: std::sync::atomic::AtomicU32,
+    /// Requests that found no free slot in time.
+    slot_timeouts: AtomicU64,
 }
 
 impl Frontend {
     fn map(&self) -> MutexGuard<'_, ShardMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A worker slot for one request, or UNAVAILABLE naming who holds them.
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, cascade_core::ServiceError> {
+        match tokio::time::timeout(self.config.slot_wait, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(p)) => Ok(p),
+            _ => {
+                self.slot_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(cascade_core::ServiceError::unavailable(format!(
+                    "front-end busy: no free worker slot within {:?} ({} slots: {} fetching shard-map snapshots, {} serving snapshots to booting peers)",
+                    self.config.slot_wait,
+                    self.config.worker_slots,
+                    self.fetching.load(Ordering::Relaxed),
+                    self.serving.load(Ordering::Relaxed),
+                )))
+            }
+        }
     }
 
     /// A client for the back end that owns a shard.
@@ -177,10 +224,12 @@ impl Frontend {
 
     /// Heartbeats to membership, registering again if it forgot us.
     async fn heartbeat(&self) -> Result<(), tonic::Status> {
+        let ready = self.map().state == shardmap::MapState::Ready;
         let known = MembershipClient::new(self.backend.clone())
             .heartbeat(pb::HeartbeatRequest {
                 id: self.config.id.clone(),
                 incarnation: self.incarnation.load(Ordering::Relaxed),
+                ready,
             })
             .await?
             .into_inner()
@@ -211,6 +260,7 @@ impl Frontend {
         if learned {
             map.construct(self.config.peer_stack_kib as usize * 1024, &self.peer_body);
         }
+        map.check_populated();
         Ok(())
     }
 
@@ -242,8 +292,33 @@ impl StatusSource for Frontend {
         let map = self.map();
         let detail = match &map.state {
             shardmap::MapState::Unusable(cause) => cause.clone(),
+            shardmap::MapState::Building if map.snapshots_needed() > 0 => format!(
+                "populating from peers: {} of {} snapshots in",
+                map.snapshots_needed() - map.snapshots_missing(),
+                map.snapshots_needed()
+            ),
             _ => String::new(),
         };
+        let info = [
+            ("worker_slots", u64::from(self.config.worker_slots)),
+            ("slots_free", self.slots.available_permits() as u64),
+            (
+                "snapshot_fetches",
+                u64::from(self.fetching.load(Ordering::Relaxed)),
+            ),
+            (
+                "snapshot_fetch_timeouts",
+                self.fetch_timeouts.load(Ordering::Relaxed),
+            ),
+            (
+                "snapshots_serving",
+                u64::from(self.serving.load(Ordering::Relaxed)),
+            ),
+            ("slot_timeouts", self.slot_timeouts.load(Ordering::Relaxed)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_string()))
+        .collect();
         ProcessStatus {
             name: self.config.id.clone(),
             pid: std::process::id(),
@@ -265,18 +340,42 @@ impl StatusSource for Frontend {
                 }
                 .to_owned(),
             }),
-            info: Default::default(),
+            info,
         }
     }
 }
 
 /// What every `peer-<id>` thread runs: a blocking read of that peer's stream.
-fn peer_body(me: String) -> PeerBody {
+fn peer_body(me: String, population: peerwire::Population) -> PeerBody {
+    let population = Arc::new(population);
     Arc::new(
         move |peer: String, addr: String, stop: CancellationToken, stats: Arc<PeerStats>| {
-            peerwire::read_peer(&me, &peer, &addr, &stop, &stats);
+            peerwire::read_peer(&me, &peer, &addr, &stop, &stats, &population);
         },
     )
+}
+
+/// A snapshot being produced for a booting peer: holds one worker slot
+/// until the snapshot is sent (or the subscriber is gone).
+struct SnapshotServe {
+    fe: Arc<Frontend>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl SnapshotServe {
+    fn new(fe: Arc<Frontend>, permit: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
+        fe.serving.fetch_add(1, Ordering::Relaxed);
+        Self {
+            fe,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for SnapshotServe {
+    fn drop(&mut self) {
+        self.fe.serving.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Accepts connections on the service port: peer subscriptions are served
@@ -308,12 +407,36 @@ async fn accept_loop(
                 return;
             }
             if peerwire::is_peer_connection(first[0]) {
+                let mut stream = stream;
+                let hello = match peerwire::accept_subscription(&mut stream).await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bad peer subscription");
+                        return;
+                    }
+                };
+                // A booting peer's snapshot is produced with one of our
+                // worker slots: the work competes with our requests.
+                let mut serving = None;
+                if hello.snapshot {
+                    let permit = tokio::select! {
+                        p = fe.slots.clone().acquire_owned() => p.ok(),
+                        _ = shutdown.cancelled() => return,
+                    };
+                    serving = Some(SnapshotServe::new(fe.clone(), permit));
+                    let cost = fe.config.snapshot_cost.div_f64(fe.config.time_scale);
+                    tokio::time::sleep(cost).await;
+                }
                 let interval = fe.config.gossip_interval;
-                if let Err(e) = peerwire::serve_subscriber(stream, interval, shutdown, |seq| {
-                    fe.peer_message(seq)
-                })
-                .await
-                {
+                let r = peerwire::serve_subscriber(
+                    stream,
+                    interval,
+                    shutdown,
+                    |seq| fe.peer_message(seq),
+                    move || drop(serving),
+                )
+                .await;
+                if let Err(e) = r {
                     tracing::debug!(error = %e, "peer subscriber gone");
                 }
             } else {
@@ -362,16 +485,36 @@ pub async fn run(
     );
     let backend = clients::lazy_channel(&config.backend, config.backend_timeout)
         .with_context(|| format!("--backend {:?}", config.backend))?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.worker_slots as usize));
+    let fetching = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let fetch_timeouts = Arc::new(AtomicU64::new(0));
+    let population = peerwire::Population {
+        slots: slots.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        timeout: config.snapshot_timeout,
+        fetching: fetching.clone(),
+        timeouts: fetch_timeouts.clone(),
+        seed: config.seed,
+    };
+    let map = ShardMap {
+        populate_from_peers: config.bootstrap == Bootstrap::Peers,
+        ..ShardMap::default()
+    };
     let frontend = Arc::new(Frontend {
-        peer_body: peer_body(config.id.clone()),
+        peer_body: peer_body(config.id.clone(), population),
         config,
         addr,
         base_threads,
         learning_delay,
         incarnation: AtomicU64::new(0),
-        map: Mutex::new(ShardMap::default()),
+        map: Mutex::new(map),
         backend,
         owners: Mutex::default(),
+        slots,
+        fetching,
+        fetch_timeouts,
+        serving: std::sync::atomic::AtomicU32::new(0),
+        slot_timeouts: AtomicU64::new(0),
     });
     let (routes, health) = serve::base_routes(frontend.clone())?;
     let routes = routes.add_service(KinesisServer::new(api::FrontendApi(frontend.clone())));

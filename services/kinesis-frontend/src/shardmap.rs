@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cascade_proto::kinesis as pb;
@@ -58,6 +58,11 @@ pub struct PeerStats {
     pub connected: AtomicBool,
     /// The peer's metadata-store version, from its last message.
     pub metadata_version: AtomicU64,
+    /// Whether this map must be populated with the peer's snapshot before
+    /// it is ready (a peer known at boot, with `--bootstrap peers`).
+    pub needs_snapshot: AtomicBool,
+    /// Whether the peer's snapshot has arrived.
+    pub populated: AtomicBool,
 }
 
 /// One known peer and the OS thread that holds its message stream.
@@ -112,6 +117,9 @@ pub struct ShardMap {
     pub spawn_failures: u64,
     /// The OS error of the last refused spawn.
     pub last_spawn_error: String,
+    /// Whether peers known at boot must each send a snapshot before the
+    /// map is ready (`--bootstrap peers`, the 2020 cold start).
+    pub populate_from_peers: bool,
 }
 
 impl Default for ShardMap {
@@ -127,6 +135,7 @@ impl Default for ShardMap {
             rebuilds: 0,
             spawn_failures: 0,
             last_spawn_error: String::new(),
+            populate_from_peers: false,
         }
     }
 }
@@ -209,12 +218,18 @@ impl ShardMap {
         for id in &due {
             if let Some(p) = self.pending.remove(id) {
                 tracing::info!(peer = %id, "learned of member");
+                let stats = PeerStats::default();
+                // Peers known at boot carry the shard map a booting
+                // front-end populates from (with `--bootstrap peers`).
+                stats
+                    .needs_snapshot
+                    .store(first && self.populate_from_peers, Ordering::Relaxed);
                 self.peers.insert(
                     id.clone(),
                     PeerThread {
                         addr: p.addr,
                         stop: CancellationToken::new(),
-                        stats: Arc::default(),
+                        stats: Arc::new(stats),
                         handle: None,
                     },
                 );
@@ -255,7 +270,44 @@ impl ShardMap {
                 }
             }
         }
-        self.state = MapState::Ready;
+        if was_ready || self.snapshots_missing() == 0 {
+            self.state = MapState::Ready;
+        }
+    }
+
+    /// Peers whose boot snapshot the map still waits for.
+    pub fn snapshots_missing(&self) -> u32 {
+        self.peers
+            .values()
+            .filter(|p| {
+                p.stats.needs_snapshot.load(Ordering::Relaxed)
+                    && !p.stats.populated.load(Ordering::Relaxed)
+            })
+            .count() as u32
+    }
+
+    /// Peers whose boot snapshot the map needs (arrived or not).
+    pub fn snapshots_needed(&self) -> u32 {
+        self.peers
+            .values()
+            .filter(|p| p.stats.needs_snapshot.load(Ordering::Relaxed))
+            .count() as u32
+    }
+
+    /// A map still populating becomes ready once every peer known at boot
+    /// has sent its snapshot (peers that left no longer count).
+    pub fn check_populated(&mut self) {
+        if self.state == MapState::Building
+            && self.bootstrapped
+            && self.peers.values().all(|p| p.handle.is_some())
+            && self.snapshots_missing() == 0
+        {
+            tracing::info!(
+                peers = self.peers_known(),
+                "shard map populated from peers; ready"
+            );
+            self.state = MapState::Ready;
+        }
     }
 
     /// Learned peers (whether or not their threads could be spawned).
@@ -280,9 +332,11 @@ impl ShardMap {
         match &self.state {
             MapState::Ready => Ok(self.streams.get(stream).cloned()),
             MapState::Building => Err(format!(
-                "shard map is still being built ({} peers known, {} threads up); retry shortly",
+                "shard map is still being built ({} peers known, {} threads up, {} of {} peer snapshots in); retry shortly",
                 self.peers_known(),
-                self.peer_threads()
+                self.peer_threads(),
+                self.snapshots_needed() - self.snapshots_missing(),
+                self.snapshots_needed()
             )),
             MapState::Unusable(cause) => Err(format!(
                 "shard map unusable, cannot route requests to back-end shards: {cause}"
@@ -318,6 +372,36 @@ mod tests {
         assert_eq!(map.peers_known(), 2);
         assert!(!map.apply_membership("a", &[member("a")], t0 + Duration::from_secs(13), delay));
         assert_eq!(map.peers_known(), 0, "departed members are dropped");
+    }
+
+    #[test]
+    fn with_peer_bootstrap_the_map_is_ready_only_once_every_boot_peer_sent_its_snapshot() {
+        let mut map = ShardMap {
+            populate_from_peers: true,
+            ..ShardMap::default()
+        };
+        let body: PeerBody = Arc::new(|_, _, _, _| {});
+        let members = [member("a"), member("b"), member("cc")];
+        map.apply_membership("a", &members, Instant::now(), Duration::ZERO);
+        map.construct(64 * 1024, &body);
+        assert_eq!(map.state, MapState::Building, "no snapshot yet");
+        assert_eq!((map.snapshots_needed(), map.snapshots_missing()), (2, 2));
+        assert!(
+            map.routes("s")
+                .is_err_and(|e| e.contains("0 of 2 peer snapshots"))
+        );
+        map.peers["b"]
+            .stats
+            .populated
+            .store(true, Ordering::Relaxed);
+        map.check_populated();
+        assert_eq!(map.state, MapState::Building, "cc's snapshot is missing");
+        map.peers["cc"]
+            .stats
+            .populated
+            .store(true, Ordering::Relaxed);
+        map.check_populated();
+        assert_eq!(map.state, MapState::Ready);
     }
 
     #[test]
