@@ -299,10 +299,23 @@ pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
+/// Where scenario names are looked up: `$CASCADE_SCENARIOS`, `./scenarios`,
+/// then the `scenarios/` of the checkout the binary was built in
+/// (`target/<profile>/cascade` -> `scenarios/`), so a name works from any
+/// directory.
 fn scenario_dirs() -> Vec<PathBuf> {
     let mut v = vec![PathBuf::from("scenarios")];
     if let Some(d) = std::env::var_os("CASCADE_SCENARIOS") {
         v.insert(0, PathBuf::from(d));
+    }
+    if let Some(root) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent()?.parent().map(Path::to_path_buf))
+    {
+        let d = root.join("scenarios");
+        if d.is_dir() && !v.contains(&d) {
+            v.push(d);
+        }
     }
     v
 }

@@ -1508,9 +1508,14 @@ pub const DEFAULT_RESTART_GRACE: &str = "10m";
 /// before the restart gives up ("recovery stalled").
 const RESTART_ATTEMPTS: u32 = 10;
 
-/// Waits up to `grace` for every instance's shard map to be ready; returns
-/// the ones that are not, with what the last of them reported.
-async fn maps_ready_within(instances: &[Instance], grace: Duration) -> Vec<(String, String)> {
+/// Waits up to `grace` for every instance's shard map to be ready (or, with
+/// `settled`, at least no longer building); returns the ones that are not,
+/// with what each last reported.
+async fn maps_ready_within(
+    instances: &[Instance],
+    grace: Duration,
+    settled: bool,
+) -> Vec<(String, String)> {
     let until = Instant::now() + grace;
     let mut pending: Vec<(String, String, String)> = instances
         .iter()
@@ -1531,7 +1536,7 @@ async fn maps_ready_within(instances: &[Instance], grace: Duration) -> Vec<(Stri
                     Ok(s) => s.into_inner().frontend.map_or_else(
                         || "no front-end status".to_owned(),
                         |f| {
-                            if f.shard_map == "ready" {
+                            if f.shard_map == "ready" || (settled && f.shard_map == "unusable") {
                                 String::new()
                             } else if f.shard_map_detail.is_empty() {
                                 format!("shard map {}", f.shard_map)
@@ -1709,7 +1714,7 @@ impl SupervisorApi for Api {
                 let mut removed = Vec::new();
                 let mut attempt = 1;
                 while result.is_ok() && !grace.is_zero() {
-                    let slow = maps_ready_within(&fleet.frontends[start..end], grace).await;
+                    let slow = maps_ready_within(&fleet.frontends[start..end], grace, false).await;
                     if slow.is_empty() {
                         break;
                     }
@@ -2075,6 +2080,16 @@ async fn serve_run(
         println!("cascade: starting {} front-ends ...", args.frontends);
         tokio::select! {
             r = sup.add_frontends(&mut fleet, args.frontends) => { r?; }
+            _ = sup.shutdown.cancelled() => return Ok(()),
+        }
+        // Customers come only once the fleet can route: every front-end's
+        // shard map populated (a healthy fleet start is not an impairment).
+        tokio::select! {
+            slow = maps_ready_within(&fleet.frontends, launcher::READY_DEADLINE, true) => {
+                if let Some((name, why)) = slow.first() {
+                    bail!("{name} (and {} more) still building its shard map after {:?}: {why}", slow.len() - 1, launcher::READY_DEADLINE);
+                }
+            }
             _ = sup.shutdown.cancelled() => return Ok(()),
         }
         tokio::select! {

@@ -163,6 +163,14 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    eventually("the pause fault in force", Duration::from_secs(30), || {
+        let j = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
+        if j.contains("inject pause") {
+            Ok(())
+        } else {
+            Err(j)
+        }
+    });
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let exit = eventually(
@@ -291,7 +299,7 @@ fn fast_restart_stalls_and_metadata_bootstrap_removes_the_hazard() {
     )
     .expect("journal");
     assert!(
-        !journal.contains("judged unhealthy"),
+        !journal.contains("judged unhealthy: removed"),
         "no front-end is judged unhealthy with metadata-store bootstrap: {journal}"
     );
 }

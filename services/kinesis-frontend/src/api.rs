@@ -23,7 +23,8 @@ impl FrontendApi {
     async fn routes(&self, stream: &str) -> Result<Arc<[ShardRoute]>, ServiceError> {
         keyspace::validate_stream_name(stream)?;
         let lookup = |fe: &Frontend| -> Result<Option<Arc<[ShardRoute]>>, ServiceError> {
-            let map = fe.map();
+            let mut map = fe.map();
+            map.check_populated();
             map.routes(stream).map_err(ServiceError::Unavailable)
         };
         if let Some(r) = lookup(&self.0)? {

@@ -97,9 +97,10 @@ pub struct FrontendConfig {
     /// is small, so its cost is modelled as time, scaled like every clock).
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     pub snapshot_cost: Duration,
-    /// How long a booting front-end waits for one peer's snapshot, holding a
-    /// worker slot, before it gives the slot back and retries (wall time).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long (incident time) a booting front-end waits for one peer's
+    /// snapshot, holding a worker slot, before it gives the slot back and
+    /// retries: four times the snapshot cost by default.
+    #[arg(long, default_value = "12m", value_parser = humantime::parse_duration)]
     pub snapshot_timeout: Duration,
 }
 
@@ -491,7 +492,7 @@ pub async fn run(
     let population = peerwire::Population {
         slots: slots.clone(),
         runtime: tokio::runtime::Handle::current(),
-        timeout: config.snapshot_timeout,
+        timeout: config.snapshot_timeout.div_f64(config.time_scale),
         fetching: fetching.clone(),
         timeouts: fetch_timeouts.clone(),
         seed: config.seed,
