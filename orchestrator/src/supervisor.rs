@@ -1298,18 +1298,24 @@ impl Supervisor {
         if !cleared.is_empty() {
             tracing::info!(?cleared, "faults reverted at shutdown");
         }
-        let mut fleet = self.fleet.lock().await;
         if let Some(d) = &self.docker {
             // Docker mode: compose owns (and stops) what it started; the
-            // front-ends added here are removed here.
+            // front-ends added here are removed here. A restart in progress
+            // holds the fleet until its current step is done (it stops at
+            // the next one): wait for it, boundedly, so no `docker restart`
+            // is left in flight to bring a container back behind compose.
+            let fleet = tokio::time::timeout(Duration::from_secs(15), self.fleet.lock()).await;
             d.remove_created().await;
-            *fleet = Fleet::default();
+            if let Ok(mut fleet) = fleet {
+                *fleet = Fleet::default();
+            }
             self.roster
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             return;
         }
+        let mut fleet = self.fleet.lock().await;
         while let Some(mut inst) = fleet.services.pop() {
             inst.child.stop().await;
         }
@@ -1699,7 +1705,7 @@ impl SupervisorApi for Api {
             let batch = r.batch as usize;
             let mut start = 0;
             let grace = Duration::from_millis(r.grace_ms);
-            while start < total {
+            while start < total && !sup.shutdown.is_cancelled() {
                 let end = (start + batch).min(total);
                 let mut result = sup
                     .restart_batch(&mut fleet.frontends[start..end], None)
@@ -1713,7 +1719,7 @@ impl SupervisorApi for Api {
                 // unhealthy, removed and started again.
                 let mut removed = Vec::new();
                 let mut attempt = 1;
-                while result.is_ok() && !grace.is_zero() {
+                while result.is_ok() && !grace.is_zero() && !sup.shutdown.is_cancelled() {
                     let slow = maps_ready_within(&fleet.frontends[start..end], grace, false).await;
                     if slow.is_empty() {
                         break;
