@@ -151,9 +151,28 @@ impl Journal {
     }
 }
 
-/// Whether `c` holds in `st`.
-fn holds(c: &Condition, st: &Status) -> bool {
+/// What the run has seen so far, besides the latest status.
+#[derive(Default)]
+struct Seen {
+    /// Each service's first impairment (wall seconds).
+    impaired: BTreeMap<String, f64>,
+    /// Every step so far: its description and whether it succeeded.
+    steps: Vec<(String, bool)>,
+}
+
+/// Whether `c` holds in `st`, given what the run has seen.
+fn holds(c: &Condition, st: &Status, seen: &Seen) -> bool {
+    let impaired = &seen.impaired;
     match c {
+        Condition::Step { matching, outcome } => seen
+            .steps
+            .iter()
+            .any(|(d, ok)| d.contains(matching.as_str()) && *ok == (outcome == "ok")),
+        Condition::ImpairedInOrder { services } => {
+            let times: Option<Vec<f64>> =
+                services.iter().map(|s| impaired.get(s).copied()).collect();
+            times.is_some_and(|t| t.windows(2).all(|w| w[0] <= w[1]))
+        }
         Condition::Health { service, is } => st.services.iter().any(|s| {
             s.name == *service
                 && match is.as_str() {
@@ -315,7 +334,7 @@ pub async fn run(
         let until = Instant::now() + Duration::from_secs(60);
         loop {
             let st = crate::client::fetch_status().await?;
-            if s.steady_state.iter().all(|c| holds(c, &st)) {
+            if s.steady_state.iter().all(|c| holds(c, &st, &Seen::default())) {
                 break;
             }
             if Instant::now() > until {
@@ -339,6 +358,7 @@ pub async fn run(
             .collect();
         expectations = s.expectations.iter().map(|x| (x.name.clone(), None, String::new())).collect();
         let mut last_health: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen = Seen::default();
         let mut last_maps = String::new();
         let mut alarms_seen = 0;
         let mut last_sample = f64::NEG_INFINITY;
@@ -349,6 +369,7 @@ pub async fn run(
                 if let Some((_, st)) = steps.pop() {
                     j.phase = st.action.kind().to_owned();
                     let r = apply(&st.action, s.topology.time_scale, &progress_tx).await;
+                    seen.steps.push((st.action.describe(), r.is_ok()));
                     match r {
                         Ok(d) => j.log("step", format!("{} -> {d}", st.action.describe())),
                         Err(e) => j.log("step-failed", format!("{}: {e:#}", st.action.describe())),
@@ -418,7 +439,11 @@ pub async fn run(
                 }
             }
             last_t = t;
-            if let Some(c) = s.aborts.iter().find(|c| holds(c, &st)) {
+            seen.impaired = impact
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.impaired_at_s?)))
+                .collect();
+            if let Some(c) = s.aborts.iter().find(|c| holds(c, &st, &seen)) {
                 j.log("abort", format!("abort condition met: {c:?}"));
                 verdict = "aborted";
                 break;
@@ -431,7 +456,7 @@ pub async fn run(
                 if now < *after {
                     return true;
                 }
-                let ok = holds(&x.condition, &st);
+                let ok = holds(&x.condition, &st, &seen);
                 let verdict = match (x.throughout, ok, now > *by) {
                     (false, true, _) => Some((true, format!("held at {clock_now}"))),
                     (false, false, true) => Some((false, format!("not observed by {}", x.by))),

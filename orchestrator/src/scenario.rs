@@ -135,7 +135,7 @@ pub enum Action {
         interval: Option<String>,
         /// Incident time a restarted front-end has to get a ready shard map;
         /// one that has not is judged unhealthy, removed and started again
-        /// (default 10m).
+        /// (default 15m).
         #[serde(default)]
         grace: Option<String>,
     },
@@ -195,6 +195,21 @@ pub enum Condition {
     ThreadAlarms {
         /// At least this many.
         at_least: u64,
+    },
+    /// A step has run with the given outcome: its description (as the
+    /// journal shows it, e.g. `shd post --backup`) contains `matching`.
+    Step {
+        /// Text the step's description contains.
+        matching: String,
+        /// ok | failed.
+        outcome: String,
+    },
+    /// The order of degradation: every listed service has been impaired,
+    /// each no earlier than the one before it (services first impaired in
+    /// the same observation count as simultaneous).
+    ImpairedInOrder {
+        /// Services, earliest first.
+        services: Vec<String>,
     },
 }
 
@@ -497,6 +512,25 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
             }
         }
         Condition::RestartRemovals { .. } | Condition::ThreadAlarms { .. } => Ok(()),
+        Condition::Step { outcome, .. } => {
+            if outcome == "ok" || outcome == "failed" {
+                Ok(())
+            } else {
+                Err(format!("outcome: {outcome:?}; use ok or failed"))
+            }
+        }
+        Condition::ImpairedInOrder { services: list } => {
+            if list.len() < 2 {
+                return Err("services: list at least two services, earliest first".into());
+            }
+            match list.iter().find(|x| !services.contains(&x.as_str())) {
+                Some(x) => Err(format!(
+                    "services: unknown service {x:?}; this topology runs: {}",
+                    services.join(", ")
+                )),
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -687,5 +721,30 @@ is = "impaired"
             "{}",
             err(&two)
         );
+    }
+
+    #[test]
+    fn new_conditions_parse_and_bad_ones_name_what_is_valid() {
+        let order = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"impaired-in-order\"\nservices = [\"kinesis\", \"cognito\"]\nthroughout = true",
+        );
+        let s = parse(Path::new("s.toml"), &order).expect("impaired-in-order parses");
+        assert!(s.expectations[0].throughout);
+        let e = err(&order.replace("\"cognito\"]", "\"dynamo\"]"));
+        assert!(
+            e.contains("dynamo") && e.contains("kinesis, cognito"),
+            "{e}"
+        );
+        let step = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"step\"\nmatching = \"shd post\"\noutcome = \"maybe\"",
+        );
+        assert!(err(&step).contains("use ok or failed"), "{}", err(&step));
+        let restart = GOOD.replace(
+            "do = \"add-capacity\"\ncount = 2",
+            "do = \"restart-frontends\"\nbatch = 2\ngrace = \"soon\"",
+        );
+        assert!(err(&restart).contains("grace"), "{}", err(&restart));
     }
 }

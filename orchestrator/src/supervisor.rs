@@ -915,6 +915,19 @@ impl Supervisor {
         }
         let fits = (limit - u64::from(worst.base_threads) + 1) as usize;
         let domain = worst.fleet.clone();
+        // A projection seen before the runbook's removals reached membership
+        // is not a new alarm.
+        let members = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| r.fleet == domain)
+            .count();
+        if members <= fits {
+            self.alarm_busy.store(false, Ordering::SeqCst);
+            return;
+        }
         let msg = format!(
             "thread-consumption alarm: {} projects {} threads ({} base + {} members) against its limit of {limit}; \
              runbook: shrink {} to {fits} front-ends",
@@ -1508,7 +1521,7 @@ fn judge(t: &traffic::Summary, deadline_ms: f64) -> Option<(&'static str, String
 /// Polls every new instance's health until all are SERVING (or one fails).
 /// Incident time a restarted front-end has to get a ready shard map before
 /// the deployment judges it unhealthy (scenario steps' default).
-pub const DEFAULT_RESTART_GRACE: &str = "10m";
+pub const DEFAULT_RESTART_GRACE: &str = "15m";
 
 /// Times a restart batch's slow front-ends are removed and started again
 /// before the restart gives up ("recovery stalled").

@@ -290,7 +290,8 @@ impl Frontend {
 
 impl StatusSource for Frontend {
     fn status(&self) -> ProcessStatus {
-        let map = self.map();
+        let mut map = self.map();
+        map.check_populated();
         let detail = match &map.state {
             shardmap::MapState::Unusable(cause) => cause.clone(),
             shardmap::MapState::Building if map.snapshots_needed() > 0 => format!(
