@@ -217,6 +217,11 @@ pub fn detach_inner(args: &UpArgs) -> anyhow::Result<()> {
         .args(["--bootstrap", &name(args.bootstrap.to_possible_value())])
         .args(["--learning-jitter", &args.learning_jitter.to_string()])
         .args(args.topology.to_args())
+        .args(
+            args.exit_with
+                .map(|p| vec!["--exit-with".to_owned(), p.to_string()])
+                .unwrap_or_default(),
+        )
         .arg("--daemon")
         .env("CASCADE_HOME", &home_dir)
         .stdin(Stdio::null())

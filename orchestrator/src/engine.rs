@@ -19,6 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::scenario::{self, Action, Condition, Scenario};
 use crate::status::Status;
 
+/// `println!` through [`out`]: a closed stdout is not an error.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        out(format_args!($($t)*))
+    };
+}
+
 /// `cascade run` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -114,6 +121,13 @@ fn up_args(s: &Scenario, seed: u64) -> anyhow::Result<crate::supervisor::UpArgs>
         .up)
 }
 
+/// Writes one line to stdout; a closed stdout (`| head`) does not stop the
+/// run, which still has its journal and report to finish.
+fn out(line: std::fmt::Arguments<'_>) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_fmt(line).and_then(|()| o.write_all(b"\n"));
+}
+
 /// An append-only JSONL journal, flushed per line.
 struct Journal {
     file: std::fs::File,
@@ -140,11 +154,11 @@ impl Journal {
             tracing::warn!(error = %e, "journal write failed");
         }
         match self.output {
-            Output::Human => println!(
+            Output::Human => out(format_args!(
                 "[{clock} | +{t_s:>6.1}s] {:<18} {kind:<13} {detail}",
                 self.phase
-            ),
-            Output::Json => println!("{line}"),
+            )),
+            Output::Json => out(format_args!("{line}")),
             Output::Quiet => {}
         }
         self.events.push(line);
@@ -171,7 +185,10 @@ fn holds(c: &Condition, st: &Status, seen: &Seen) -> bool {
         Condition::ImpairedInOrder { services } => {
             let times: Option<Vec<f64>> =
                 services.iter().map(|s| impaired.get(s).copied()).collect();
-            times.is_some_and(|t| t.windows(2).all(|w| w[0] <= w[1]))
+            // Health is judged over a window of customer calls, so onsets
+            // closer than one window are simultaneous at this resolution.
+            let resolution = crate::supervisor::HEALTH_WINDOW_SECS as f64;
+            times.is_some_and(|t| t.windows(2).all(|w| w[0] <= w[1] + resolution))
         }
         Condition::Health { service, is } => st.services.iter().any(|s| {
             s.name == *service
@@ -189,6 +206,13 @@ fn holds(c: &Condition, st: &Status, seen: &Seen) -> bool {
             !main.is_empty() && main.iter().all(|f| f.shard_map == *all)
         }
         Condition::RestartRemovals { at_least } => st.restart_removals >= *at_least,
+        Condition::ReadyFrontends { at_most } => {
+            st.frontends
+                .iter()
+                .filter(|f| crate::status::is_main_fleet(&f.fleet) && f.shard_map == "ready")
+                .count() as u32
+                <= *at_most
+        }
         Condition::ThreadAlarms { at_least } => st.alarms.len() as u64 >= *at_least,
     }
 }
@@ -247,7 +271,9 @@ pub async fn run(
         s.topology.time_scale = ts;
     }
     let seed = args.seed.unwrap_or(s.scenario.seed);
-    let up = up_args(&s, seed)?;
+    let mut up = up_args(&s, seed)?;
+    // The run's supervisor dies with this process, however it ends.
+    up.exit_with = Some(std::process::id());
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
     if !args.attach {
         crate::home::set_home(dir.join("home"));
@@ -363,6 +389,7 @@ pub async fn run(
         let mut alarms_seen = 0;
         let mut last_sample = f64::NEG_INFINITY;
         let mut last_t = 0.0;
+        let mut last_view = 0.0;
         while !steps.is_empty() || !pending.is_empty() {
             let elapsed = j.started.elapsed();
             while steps.last().is_some_and(|(at, _)| *at <= elapsed) {
@@ -439,6 +466,26 @@ pub async fn run(
                 }
             }
             last_t = t;
+            // The live view: every 5 s of wall time, one line with every
+            // service's state (terminal only; the journal keeps the changes).
+            if j.output == Output::Human && t - last_view >= 5.0 {
+                last_view = t;
+                let states: Vec<String> = st
+                    .services
+                    .iter()
+                    .filter(|x| x.name != "kinesis-backend")
+                    .map(|x| format!("{}={}", x.name, x.health))
+                    .collect();
+                out(format_args!(
+                    "[{} | +{t:>6.1}s] {:<18} {:<13} {}; maps {}/{} ready",
+                    scenario::clock(j.incident_now()),
+                    j.phase,
+                    "state",
+                    states.join(" "),
+                    count("ready"),
+                    main.len()
+                ));
+            }
             seen.impaired = impact
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.impaired_at_s?)))
@@ -544,12 +591,12 @@ pub async fn run(
     std::fs::write(dir.join("report.html"), crate::report_html::render(&report))?;
     let held = expectations.iter().filter(|x| x.1 == Some(true)).count();
     if output == Output::Json {
-        println!(
+        outln!(
             "{}",
             json!({"verdict": verdict, "held": held, "expectations": expectations.len(), "report": dir.join("report.json")})
         );
     } else {
-        println!(
+        outln!(
             "verdict: {verdict} ({held} of {} expectations held); report: {} (and report.html)",
             expectations.len(),
             dir.join("report.json").display()
@@ -621,7 +668,7 @@ pub async fn compare(
             l.scenario.topology.remediations.push(variant.clone());
         }
         let vdir = dir.join(variant);
-        println!(
+        outln!(
             "[{}/{total}] {variant}: running {} (report in {})",
             n + 1,
             l.scenario.scenario.name,
@@ -641,7 +688,7 @@ pub async fn compare(
         let report: serde_json::Value = serde_json::from_slice(
             &std::fs::read(vdir.join("report.json")).context("read the variant's report.json")?,
         )?;
-        println!(
+        outln!(
             "[{}/{total}] {variant}: verdict {} in {:.0} s",
             n + 1,
             report["verdict"].as_str().unwrap_or("?"),
@@ -649,7 +696,7 @@ pub async fn compare(
         );
         results.push((variant.clone(), report));
         if code == 130 || shutdown.is_cancelled() {
-            println!(
+            outln!(
                 "interrupted; the variants that ran are in {}",
                 dir.display()
             );
@@ -657,17 +704,18 @@ pub async fn compare(
         }
     }
     let table = blast_radius(&results);
-    println!("\n{table}");
+    outln!("\n{table}");
     let doc = json!({
         "scenario": loaded.scenario.scenario.name,
         "variants": results.iter().map(|(v, r)| (v.clone(), json!({
             "verdict": r["verdict"], "report": dir.join(v).join("report.json"),
             "services": r["services"], "impaired_order": r["impaired_order"],
+            "expectations": r["expectations"],
         }))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(dir.join("compare.json"), serde_json::to_vec_pretty(&doc)?)?;
     std::fs::write(dir.join("compare.txt"), &table)?;
-    println!(
+    outln!(
         "compare.json, compare.txt and each variant's report: {}",
         dir.display()
     );

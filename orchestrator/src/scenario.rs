@@ -185,6 +185,11 @@ pub enum Condition {
         /// ready | building | unusable.
         all: String,
     },
+    /// How many main-fleet front-ends have a ready shard map.
+    ReadyFrontends {
+        /// At most this many (e.g. "recovery stalls": at most half).
+        at_most: u32,
+    },
     /// Restarted front-ends judged unhealthy (not ready within the grace)
     /// and removed, counted over the run.
     RestartRemovals {
@@ -205,8 +210,9 @@ pub enum Condition {
         outcome: String,
     },
     /// The order of degradation: every listed service has been impaired,
-    /// each no earlier than the one before it (services first impaired in
-    /// the same observation count as simultaneous).
+    /// each no earlier than the one before it. Health is judged over a
+    /// window of customer calls (5 s of wall time), so onsets closer than
+    /// one window count as simultaneous.
     ImpairedInOrder {
         /// Services, earliest first.
         services: Vec<String>,
@@ -511,7 +517,9 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
                 Err(format!("all: {all:?}; use ready, building or unusable"))
             }
         }
-        Condition::RestartRemovals { .. } | Condition::ThreadAlarms { .. } => Ok(()),
+        Condition::RestartRemovals { .. }
+        | Condition::ThreadAlarms { .. }
+        | Condition::ReadyFrontends { .. } => Ok(()),
         Condition::Step { outcome, .. } => {
             if outcome == "ok" || outcome == "failed" {
                 Ok(())

@@ -156,6 +156,16 @@ impl Status {
                 svc.name, svc.health, svc.detail
             );
         }
+        if self.restart_removals > 0 {
+            let _ = writeln!(
+                s,
+                "restarts: {} front-end(s) judged unhealthy (shard map not ready within the grace) and removed",
+                self.restart_removals
+            );
+        }
+        for a in &self.alarms {
+            let _ = writeln!(s, "alarm: {a}");
+        }
         s
     }
 }

@@ -81,6 +81,10 @@ pub struct UpArgs {
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
+    /// Internal: take everything down once this process is gone (the
+    /// supervisor of a `cascade run` dies with its run, even a killed one).
+    #[arg(long, hide = true)]
+    pub exit_with: Option<u32>,
 }
 
 fn parse_time_scale(s: &str) -> Result<f64, String> {
@@ -1488,7 +1492,7 @@ async fn revert_grpc(id: &str, channels: &[Channel]) {
 }
 
 /// Customer-traffic window that decides a service's health.
-const HEALTH_WINDOW_SECS: i64 = 5;
+pub const HEALTH_WINDOW_SECS: i64 = 5;
 
 /// Health from customer traffic: serving when at least 95% of calls
 /// succeeded within the deadline, degraded from 50%, down below. `None`
@@ -2164,6 +2168,16 @@ async fn serve_run(
         tokio::select! {
             _ = tick.tick() => {}
             _ = sup.shutdown.cancelled() => break,
+        }
+        if let Some(parent) = args.exit_with
+            && !home::pid_alive(parent)
+        {
+            tracing::warn!(
+                parent,
+                "the run that started this supervisor is gone; taking everything down"
+            );
+            sup.shutdown.cancel();
+            break;
         }
         sup.watch_once().await;
         if args.topology.thread_alarm {

@@ -209,6 +209,54 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
     cascade_tests::assert_gone(&pids, &run_id);
 }
 
+/// A `cascade run` that is killed outright (SIGKILL: no handler runs) takes
+/// its supervisor and every process down with it.
+#[test]
+fn a_killed_run_leaves_nothing_running() {
+    let home = Home::new("runkill");
+    let text = TIP.replace("time_scale = 3600", "time_scale = 60");
+    let file = write(&home, "long.toml", &text);
+    let dir = home.dir.join("report");
+    let mut child = home
+        .command(&[
+            "run",
+            &file,
+            "--report",
+            dir.to_str().expect("utf-8"),
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start cascade run");
+    let sup_home = Home {
+        dir: dir.join("home"),
+    };
+    let pid = eventually("the run's supervisor", Duration::from_secs(30), || {
+        sup_home
+            .supervisor_pid()
+            .ok_or_else(|| "no supervisor.json yet".to_owned())
+    });
+    let status: Value = {
+        let out = sup_home.run(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("status")
+    };
+    let pids: Vec<u32> = status["frontends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["pid"].as_u64().map(|p| p as u32))
+        .chain(std::iter::once(pid))
+        .collect();
+    let run_id = Path::new(status["run_dir"].as_str().unwrap_or_default())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    child.kill().expect("SIGKILL cascade run");
+    let _ = child.wait();
+    cascade_tests::assert_gone(&pids, &run_id);
+}
+
 /// Runs `cascade compare` and returns (exit code, compare.json, stdout).
 fn compare(home: &Home, scenario: &str, variants: &str) -> (Option<i32>, Value, String) {
     let dir = home.dir.join("compare");
@@ -239,7 +287,8 @@ fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
     let fixed = &doc["variants"]["cognito-fix"];
     assert_eq!(
         base["verdict"], "pass",
-        "baseline must pass end to end: {out}\n{doc}"
+        "baseline must pass end to end: {out}\nexpectations: {}",
+        base["expectations"]
     );
     assert!(
         base["services"]["cognito"]["impaired_at_s"]
@@ -285,6 +334,18 @@ fn fast_restart_stalls_and_metadata_bootstrap_removes_the_hazard() {
         "fast-restart's expectations (removals, stalled recovery) hold: {out}\n{doc}"
     );
     let fixed = &doc["variants"]["metadata-bootstrap"];
+    assert!(
+        fixed["expectations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("recovery stalls"))
+                && e["held"] == false),
+        "with metadata-store bootstrap the fleet does not stall: {}",
+        fixed["expectations"]
+    );
     assert!(
         fixed["services"]["kinesis"]["recovered_at_s"]
             .as_f64()
