@@ -149,6 +149,13 @@ pub async fn down() -> anyhow::Result<()> {
         );
         return Ok(());
     };
+    if sup.pid == 0 {
+        bail!(
+            "the fleet at ${}={} is not a local process (docker compose?); stop it with `docker compose down`",
+            home::CONTROL_ENV,
+            sup.control_addr
+        );
+    }
     let mut client = supervisor().await?;
     client
         .shutdown(sv::ShutdownRequest {})

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Print only the verdict.
     #[arg(long, conflicts_with = "json")]
     pub quiet: bool,
+    /// Play against the fleet already running (found as `cascade status`
+    /// finds it) instead of starting one; leave it up at the end.
+    #[arg(long)]
+    pub attach: bool,
     /// Print each journal entry as one JSON line (for CI), then the verdict line as JSON.
     #[arg(long)]
     pub json: bool,
@@ -293,7 +297,9 @@ pub async fn run(
     // The run's supervisor dies with this process, however it ends.
     up.exit_with = Some(std::process::id());
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-    crate::home::set_home(dir.join("home"));
+    if !args.attach {
+        crate::home::set_home(dir.join("home"));
+    }
     crate::client::set_quiet(true);
     let output = if args.json {
         Output::Json
@@ -327,7 +333,14 @@ pub async fn run(
             dir.display()
         ),
     );
-    let detach = tokio::task::spawn_blocking(move || crate::client::detach_inner(&up));
+    let attach = args.attach;
+    let detach = tokio::task::spawn_blocking(move || {
+        if attach {
+            Ok(())
+        } else {
+            crate::client::detach_inner(&up)
+        }
+    });
     let mut verdict = "pass";
     let mut expectations: Vec<(String, Option<bool>, String)> = Vec::new();
     let mut impact: BTreeMap<String, Impact> = BTreeMap::new();
@@ -342,6 +355,29 @@ pub async fn run(
         j.started = Instant::now();
         j.phase = "up".into();
         j.log("up", "topology up");
+        if attach {
+            // The running fleet was not started from this scenario: say so
+            // when it differs from the scenario's topology.
+            let st = crate::client::fetch_status().await?;
+            let t = &s.topology;
+            if st.frontends.len() != t.frontends as usize
+                || st.thread_limit.limit != Some(t.thread_limit)
+                || st.time_scale != t.time_scale
+            {
+                j.log(
+                    "warning",
+                    format!(
+                        "attached fleet ({} front-ends, thread limit {:?}, time scale {}) differs from the scenario's topology ({}, {}, {})",
+                        st.frontends.len(),
+                        st.thread_limit.limit,
+                        st.time_scale,
+                        t.frontends,
+                        t.thread_limit,
+                        t.time_scale
+                    ),
+                );
+            }
+        }
         // Steady state before the first step.
         let until = Instant::now() + Duration::from_secs(60);
         loop {
@@ -534,7 +570,9 @@ pub async fn run(
             Err(e) => j.log("rollback-failed", format!("{}: {e:#}", r.action.describe())),
         }
     }
-    if let Err(e) = crate::client::down().await {
+    if args.attach {
+        j.log("attached", "the fleet stays up");
+    } else if let Err(e) = crate::client::down().await {
         j.log("error", format!("down: {e:#}"));
     }
     if verdict == "pass" && expectations.iter().any(|(_, held, _)| *held != Some(true)) {
@@ -665,6 +703,7 @@ pub async fn compare(
             seed: args.seed,
             quiet: true,
             json: false,
+            attach: false,
         };
         let started = Instant::now();
         let code = run(run_args, l, vdir.clone(), shutdown.clone()).await?;

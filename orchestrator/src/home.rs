@@ -58,8 +58,21 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Env var pointing the CLI straight at a control port (docker mode: the
+/// orchestrator container's published port, e.g. 127.0.0.1:7700).
+pub const CONTROL_ENV: &str = "CASCADE_CONTROL";
+
 /// Reads `supervisor.json`; `Ok(None)` when nothing runs (or it is stale).
+/// `$CASCADE_CONTROL` takes precedence (the supervisor is then not a local
+/// process: its pid reads 0).
 pub fn read(home: &Path) -> anyhow::Result<Option<SupervisorFile>> {
+    if let Some(addr) = std::env::var(CONTROL_ENV).ok().filter(|a| !a.is_empty()) {
+        return Ok(Some(SupervisorFile {
+            pid: 0,
+            control_addr: addr,
+            run_dir: PathBuf::from("(in the orchestrator container)"),
+        }));
+    }
     let path = file(home);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,

@@ -59,51 +59,99 @@ pub struct ChildSpec {
     pub limit: ChildLimit,
 }
 
-/// A running child process.
+/// A running child process, or (docker mode) a container.
 #[derive(Debug)]
 pub struct RunningChild {
-    /// The OS process.
-    pub child: Child,
-    /// Its log file.
+    proc: Proc,
+    /// Its log file (docker mode: none; `docker logs` has it).
     pub log: PathBuf,
 }
 
+#[derive(Debug)]
+enum Proc {
+    Local(Child),
+    Container(crate::docker::Container),
+}
+
 impl RunningChild {
-    /// The child's pid.
+    /// A container the supervisor watches in docker mode.
+    pub fn container(c: crate::docker::Container) -> Self {
+        let log = PathBuf::from(format!("(docker logs {})", c.name));
+        Self {
+            proc: Proc::Container(c),
+            log,
+        }
+    }
+
+    /// The container, in docker mode (to restart it).
+    pub fn as_container_mut(&mut self) -> Option<&mut crate::docker::Container> {
+        match &mut self.proc {
+            Proc::Container(c) => Some(c),
+            Proc::Local(_) => None,
+        }
+    }
+
+    /// The child's pid (a container's host pid in docker mode).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.proc {
+            Proc::Local(c) => c.id(),
+            Proc::Container(c) => c.pid,
+        }
     }
 
-    /// Whether it still runs (reaping it if it exited).
+    /// Whether it still runs (reaping it if it exited). A container counts as
+    /// running: the readiness deadline catches one that is not.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.proc {
+            Proc::Local(c) => matches!(c.try_wait(), Ok(None)),
+            Proc::Container(_) => true,
+        }
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps.
+    fn exit_status(&mut self) -> String {
+        match &mut self.proc {
+            Proc::Local(c) => c
+                .try_wait()
+                .ok()
+                .flatten()
+                .map_or("?".into(), |s| s.to_string()),
+            Proc::Container(_) => "?".into(),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps. A container
+    /// is stopped the same way (and removed if the supervisor created it).
     pub async fn stop(&mut self) {
-        if !self.alive() {
+        let child = match &mut self.proc {
+            Proc::Local(c) => c,
+            Proc::Container(c) => return c.stop().await,
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
             return;
         }
-        signal(self.pid(), libc::SIGTERM);
+        let pid = child.id();
+        signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
-            if !self.alive() {
+            if !matches!(child.try_wait(), Ok(None)) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::warn!(
-            pid = self.pid(),
-            "did not exit after SIGTERM; sending SIGKILL"
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        tracing::warn!(pid, "did not exit after SIGTERM; sending SIGKILL");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGKILL and reap, for a failed start.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.proc {
+            Proc::Local(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Proc::Container(c) => c.kill(),
+        }
     }
 }
 
@@ -207,7 +255,10 @@ pub fn spawn(
         .spawn()
         .with_context(|| format!("start {} ({})", spec.name, spec.program.display()))?;
     drop(procs);
-    Ok(RunningChild { child, log })
+    Ok(RunningChild {
+        proc: Proc::Local(child),
+        log,
+    })
 }
 
 /// Polls `grpc.health.v1` at `addr` until SERVING; on timeout or early exit
@@ -223,12 +274,7 @@ pub async fn wait_ready(
         if !child.alive() {
             bail!(
                 "{name} exited during start-up ({}); last log lines:\n{}",
-                child
-                    .child
-                    .try_wait()
-                    .ok()
-                    .flatten()
-                    .map_or("?".into(), |s| s.to_string()),
+                child.exit_status(),
                 log_tail(&child.log, 15)
             );
         }

@@ -124,6 +124,25 @@ impl LimitPlan {
         )
     }
 
+    /// Docker mode: the limit is each front-end container's `pids_limit`,
+    /// which the container runtime sets; nothing to create here.
+    pub fn docker(arg: ThreadLimitArg) -> Self {
+        let limit = match arg {
+            ThreadLimitArg::Limit(l) => Some(l),
+            ThreadLimitArg::None => None,
+        };
+        Self {
+            limit,
+            enforcement: if limit.is_some() {
+                Enforcement::Docker
+            } else {
+                Enforcement::None
+            },
+            run_cgroup: None,
+            uid_base: 0,
+        }
+    }
+
     /// The limit for front-end number `index` named `name`.
     pub fn child_limit(&self, name: &str, index: u32) -> anyhow::Result<ChildLimit> {
         let Some(limit) = self.limit else {

@@ -2,6 +2,7 @@
 //! Thin: parse flags, then hand over to the supervisor or a client command.
 
 mod client;
+mod docker;
 mod engine;
 mod faults;
 mod home;
@@ -116,6 +117,13 @@ enum Command {
     },
     /// Stop every process of the running fleet and remove what it created.
     Down,
+    /// Internal: exit 0 only if grpc.health.v1 at ADDR answers SERVING (the
+    /// compose health check; one thread, so it costs a pids-limited front-end one task).
+    #[command(name = "__health", hide = true)]
+    Health {
+        /// host:port to check.
+        addr: String,
+    },
     /// Internal: wait for the supervisor to exit, then remove its cgroups.
     #[command(name = "__reap", hide = true)]
     Reap {
@@ -126,6 +134,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Health { addr } = &cli.command {
+        return health(addr);
+    }
     cascade_core::telemetry::init(cli.log_format);
     if let Command::CheckScenario { scenario } = &cli.command {
         return match scenario::load(scenario) {
@@ -191,6 +202,7 @@ fn main() -> ExitCode {
                 if let Err(e) =
                     supervisor::check_host_budget(args.frontends, args.thread_limit, args.workers)
                         .and_then(|()| topology::validate(&args.topology))
+                        .and_then(|()| docker::validate(&args.docker))
                 {
                     eprintln!("cascade up: {e:#}");
                     return ExitCode::from(EX_USAGE);
@@ -236,9 +248,28 @@ fn main() -> ExitCode {
                     Err(e) => report(Err(e)),
                 }
             }
-            Command::Reap { .. } | Command::CheckScenario { .. } => ExitCode::SUCCESS,
+            Command::Reap { .. } | Command::CheckScenario { .. } | Command::Health { .. } => {
+                ExitCode::SUCCESS
+            }
         }
     })
+}
+
+/// `cascade __health ADDR`: a current-thread runtime, so the check adds a
+/// single task to the container it runs in.
+fn health(addr: &str) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    if rt.block_on(cascade_core::clients::is_serving(addr)) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("cascade __health: {addr} is not SERVING");
+        ExitCode::FAILURE
+    }
 }
 
 fn report(r: anyhow::Result<()>) -> ExitCode {

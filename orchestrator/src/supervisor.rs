@@ -76,6 +76,8 @@ pub struct UpArgs {
     pub learning_jitter: f64,
     #[command(flatten)]
     pub topology: TopologyArgs,
+    #[command(flatten)]
+    pub docker: crate::docker::DockerArgs,
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
@@ -131,8 +133,9 @@ struct Instance {
     /// Membership fleet of a front-end ("" main, "cloudwatch" partitioned).
     fleet: String,
     addr: String,
-    /// Bound here and kept across restarts, so the address never changes.
-    listener: TcpListener,
+    /// Bound here and kept across restarts, so the address never changes
+    /// (docker mode: none, the container binds its own).
+    listener: Option<TcpListener>,
     child: RunningChild,
     /// How it was started (restarts reuse it: same flags, same limit).
     spec: ChildSpec,
@@ -206,6 +209,8 @@ pub struct Supervisor {
     /// Restarted front-ends removed for not being ready within the grace.
     restart_removals: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
+    /// Docker mode: the engine, the compose project and its containers.
+    docker: Option<crate::docker::DockerEnv>,
 }
 
 impl Supervisor {
@@ -242,15 +247,24 @@ impl Supervisor {
     }
 
     async fn start_backend(&self, fleet: &mut Fleet) -> anyhow::Result<()> {
-        let listener = launcher::bind_loopback()?;
-        let addr = listener.local_addr()?.to_string();
         let spec = ChildSpec {
             name: "kinesis-backend".into(),
             program: launcher::binary("kinesis-backend")?,
             args: vec![],
             limit: ChildLimit::None,
         };
-        let mut child = launcher::spawn(&spec, &listener, &self.logs())?;
+        let (addr, listener, mut child) = match &self.docker {
+            Some(d) => {
+                let (addr, c) = d.adopt(&spec.name).await?;
+                (addr, None, RunningChild::container(c))
+            }
+            None => {
+                let listener = launcher::bind_loopback()?;
+                let addr = listener.local_addr()?.to_string();
+                let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                (addr, Some(listener), child)
+            }
+        };
         launcher::wait_ready(&spec.name, &addr, &mut child, launcher::READY_DEADLINE).await?;
         tracing::info!(%addr, pid = child.pid(), "kinesis-backend ready");
         *self.backend_entry.lock().unwrap_or_else(|p| p.into_inner()) = Some(RosterEntry {
@@ -337,6 +351,31 @@ impl Supervisor {
                     format!("{fleet_name}-{index}"),
                 )
             };
+            if let Some(d) = &self.docker {
+                let spec = ChildSpec {
+                    name: name.clone(),
+                    program: program.clone(),
+                    args: self.frontend_args(&id, backend, &membership),
+                    limit: ChildLimit::None,
+                };
+                match d.frontend(&name, index, spec.args.clone()).await {
+                    Ok((addr, c)) => started.push(Instance {
+                        name,
+                        id,
+                        service: Service::Kinesis,
+                        fleet: membership.clone(),
+                        addr,
+                        listener: None,
+                        child: RunningChild::container(c),
+                        spec,
+                    }),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                continue;
+            }
             let res = (|| -> anyhow::Result<Instance> {
                 let listener = launcher::bind_loopback()?;
                 let addr = listener.local_addr()?.to_string();
@@ -354,7 +393,7 @@ impl Supervisor {
                     service: Service::Kinesis,
                     fleet: membership.clone(),
                     addr,
-                    listener,
+                    listener: Some(listener),
                     child,
                     spec,
                 })
@@ -410,6 +449,10 @@ impl Supervisor {
             time_scale: self.args.time_scale,
         };
         for p in stages.iter().flatten() {
+            if let Some(d) = &self.docker {
+                addrs.instances.insert(p.name.clone(), d.addr(&p.name));
+                continue;
+            }
             let l = launcher::bind_loopback()?;
             addrs
                 .instances
@@ -419,14 +462,20 @@ impl Supervisor {
         for stage in &stages {
             let mut started = Vec::new();
             for p in stage {
-                let listener = listeners.remove(&p.name).context("listener bound above")?;
                 let spec = ChildSpec {
                     name: p.name.clone(),
                     program: launcher::binary(p.service.name())?,
                     args: topology::args_for(p, t, &addrs),
                     limit: ChildLimit::None,
                 };
-                let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                let (listener, child) = match &self.docker {
+                    Some(d) => (None, RunningChild::container(d.adopt(&p.name).await?.1)),
+                    None => {
+                        let listener = listeners.remove(&p.name).context("listener bound above")?;
+                        let child = launcher::spawn(&spec, &listener, &self.logs())?;
+                        (Some(listener), child)
+                    }
+                };
                 started.push(Instance {
                     name: p.name.clone(),
                     id: String::new(),
@@ -503,21 +552,46 @@ impl Supervisor {
     /// fleet, membership is by host, so peers keep the member), then all are
     /// started at once with the same id, address and limit, and each
     /// populates its shard map at the same time as the others.
-    fn restart_batch(&self, batch: &mut [Instance], only: Option<&[String]>) -> anyhow::Result<()> {
+    async fn restart_batch(
+        &self,
+        batch: &mut [Instance],
+        only: Option<&[String]>,
+    ) -> anyhow::Result<()> {
         let chosen = |i: &Instance| only.is_none_or(|o| o.contains(&i.name));
+        if self.docker.is_some() {
+            // Docker mode: each container of the batch is SIGKILLed and
+            // started again (`docker restart -t 0`), one right after the other.
+            for inst in batch.iter_mut().filter(|i| chosen(i)) {
+                if let Some(c) = inst.child.as_container_mut() {
+                    c.restart_now().await?;
+                }
+            }
+            return Ok(());
+        }
         for inst in batch.iter_mut().filter(|i| chosen(i)) {
             inst.child.kill();
         }
         for inst in batch.iter_mut().filter(|i| chosen(i)) {
-            inst.child = launcher::spawn(&inst.spec, &inst.listener, &self.logs())?;
+            let listener = inst
+                .listener
+                .as_ref()
+                .context("no listener to restart on")?;
+            inst.child = launcher::spawn(&inst.spec, listener, &self.logs())?;
         }
         Ok(())
     }
 
     /// Restarts one process in place: same flags, address and limit.
     async fn respawn(&self, inst: &mut Instance) -> anyhow::Result<()> {
+        let Some(listener) = &inst.listener else {
+            // Docker mode: the same container, restarted.
+            return match inst.child.as_container_mut() {
+                Some(c) => c.restart().await,
+                None => bail!("{}: nothing to restart", inst.name),
+            };
+        };
         inst.child.stop().await;
-        inst.child = launcher::spawn(&inst.spec, &inst.listener, &self.logs())?;
+        inst.child = launcher::spawn(&inst.spec, listener, &self.logs())?;
         Ok(())
     }
 
@@ -789,7 +863,12 @@ impl Supervisor {
             });
         }
         Status {
-            mode: "local".into(),
+            mode: if self.docker.is_some() {
+                "docker"
+            } else {
+                "local"
+            }
+            .into(),
             thread_limit: ThreadLimit {
                 limit: self.plan.limit,
                 enforcement: self.plan.enforcement.as_str().into(),
@@ -1011,7 +1090,14 @@ impl Supervisor {
                 let sig = crate::faults::signal_number(signal)
                     .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
                 for t in &targets {
-                    if let Some(e) = entry(t) {
+                    if let Some(d) = &self.docker {
+                        // Docker mode: the container's init process gets the signal.
+                        let name = format!(
+                            "SIG{}",
+                            signal.trim_start_matches("SIG").to_ascii_uppercase()
+                        );
+                        d.kill(t, &name).await.map_err(internal)?;
+                    } else if let Some(e) = entry(t) {
                         // SAFETY: kill(2) has no memory-safety preconditions.
                         unsafe { libc::kill(e.pid as i32, sig) };
                     }
@@ -1020,16 +1106,24 @@ impl Supervisor {
             }
             FaultKind::Pause => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
-                let pids: Vec<u32> = targets
-                    .iter()
-                    .filter_map(|t| entry(t))
-                    .map(|e| e.pid)
-                    .collect();
-                for p in &pids {
-                    // SAFETY: kill(2) has no memory-safety preconditions.
-                    unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
+                if let Some(d) = &self.docker {
+                    // Docker mode: `docker pause` (the cgroup freezer).
+                    for t in &targets {
+                        d.pause(t).await.map_err(internal)?;
+                    }
+                    (targets.clone(), Revert::Unpause(targets))
+                } else {
+                    let pids: Vec<u32> = targets
+                        .iter()
+                        .filter_map(|t| entry(t))
+                        .map(|e| e.pid)
+                        .collect();
+                    for p in &pids {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
+                    }
+                    (targets, Revert::Continue(pids))
                 }
-                (targets, Revert::Continue(pids))
             }
             FaultKind::Restart => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
@@ -1083,7 +1177,14 @@ impl Supervisor {
             FaultKind::ThreadLimit { limit } => {
                 let targets = pick(spec.target.as_deref().unwrap_or_default())?;
                 let mut saved = Vec::new();
+                let mut docker_saved = Vec::new();
                 for t in &targets {
+                    if let Some(d) = &self.docker {
+                        // Docker mode: `docker update --pids-limit`.
+                        let old = d.set_pids_limit(t, *limit).await.map_err(internal)?;
+                        docker_saved.push((t.clone(), old));
+                        continue;
+                    }
                     let e = entry(t).ok_or_else(|| tonic::Status::internal("target vanished"))?;
                     let Some(cg) = e.cgroup.clone() else {
                         return Err(tonic::Status::failed_precondition(format!(
@@ -1097,7 +1198,11 @@ impl Supervisor {
                     cg.set_limit(*limit).map_err(internal)?;
                     saved.push((cg, old));
                 }
-                (targets, Revert::ThreadLimit(saved))
+                let revert = match self.docker {
+                    Some(_) => Revert::PidsLimit(docker_saved),
+                    None => Revert::ThreadLimit(saved),
+                };
+                (targets, revert)
             }
         };
         let now = cascade_core::now_ms();
@@ -1148,6 +1253,24 @@ impl Supervisor {
         for f in gone {
             match f.revert {
                 Revert::Grpc(channels) => revert_grpc(&f.id, &channels).await,
+                Revert::PidsLimit(saved) => {
+                    if let Some(d) = &self.docker {
+                        for (n, old) in saved {
+                            if let Err(e) = d.restore_pids_limit(&n, old).await {
+                                tracing::error!(error = %format!("{e:#}"), "could not restore pids_limit");
+                            }
+                        }
+                    }
+                }
+                Revert::Unpause(names) => {
+                    if let Some(d) = &self.docker {
+                        for n in names {
+                            if let Err(e) = d.unpause(&n).await {
+                                tracing::warn!(error = %format!("{e:#}"), "could not unpause");
+                            }
+                        }
+                    }
+                }
                 Revert::Continue(pids) => {
                     for p in pids {
                         // SAFETY: kill(2) has no memory-safety preconditions.
@@ -1192,6 +1315,23 @@ impl Supervisor {
         if !cleared.is_empty() {
             tracing::info!(?cleared, "faults reverted at shutdown");
         }
+        if let Some(d) = &self.docker {
+            // Docker mode: compose owns (and stops) what it started; the
+            // front-ends added here are removed here. A restart in progress
+            // holds the fleet until its current step is done (it stops at
+            // the next one): wait for it, boundedly, so no `docker restart`
+            // is left in flight to bring a container back behind compose.
+            let fleet = tokio::time::timeout(Duration::from_secs(15), self.fleet.lock()).await;
+            d.remove_created().await;
+            if let Ok(mut fleet) = fleet {
+                *fleet = Fleet::default();
+            }
+            self.roster
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            return;
+        }
         let mut fleet = self.fleet.lock().await;
         while let Some(mut inst) = fleet.services.pop() {
             inst.child.stop().await;
@@ -1223,6 +1363,10 @@ enum Revert {
     Grpc(Vec<Channel>),
     /// SIGCONT these pids.
     Continue(Vec<u32>),
+    /// `docker unpause` these instances (docker mode).
+    Unpause(Vec<String>),
+    /// Restore these instances' container `pids_limit` (docker mode).
+    PidsLimit(Vec<(String, i64)>),
     /// Restore these cgroups' `pids.max`.
     ThreadLimit(Vec<(InstanceCgroup, String)>),
     /// Set this Control key back to 0 on these processes.
@@ -1578,9 +1722,11 @@ impl SupervisorApi for Api {
             let batch = r.batch as usize;
             let mut start = 0;
             let grace = Duration::from_millis(r.grace_ms);
-            while start < total {
+            while start < total && !sup.shutdown.is_cancelled() {
                 let end = (start + batch).min(total);
-                let mut result = sup.restart_batch(&mut fleet.frontends[start..end], None);
+                let mut result = sup
+                    .restart_batch(&mut fleet.frontends[start..end], None)
+                    .await;
                 if result.is_ok() {
                     result = wait_all_ready(&mut fleet.frontends[start..end]).await;
                 }
@@ -1590,7 +1736,7 @@ impl SupervisorApi for Api {
                 // unhealthy, removed and started again.
                 let mut removed = Vec::new();
                 let mut attempt = 1;
-                while result.is_ok() && !grace.is_zero() {
+                while result.is_ok() && !grace.is_zero() && !sup.shutdown.is_cancelled() {
                     let slow = maps_ready_within(&fleet.frontends[start..end], grace, false).await;
                     if slow.is_empty() {
                         break;
@@ -1623,7 +1769,9 @@ impl SupervisorApi for Api {
                         break;
                     }
                     attempt += 1;
-                    result = sup.restart_batch(&mut fleet.frontends[start..end], Some(&names));
+                    result = sup
+                        .restart_batch(&mut fleet.frontends[start..end], Some(&names))
+                        .await;
                     if result.is_ok() {
                         result = wait_all_ready(&mut fleet.frontends[start..end]).await;
                     }
@@ -1873,7 +2021,16 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
     let frontend_bin = launcher::binary("kinesis-frontend")?;
     launcher::binary("kinesis-backend")?;
     // Decide the enforcement before creating anything, so a refusal leaves nothing.
-    let plan = LimitPlan::establish(args.thread_limit, args.enforcement, &run_id, &frontend_bin)?;
+    let (plan, docker) = if args.docker.docker {
+        // Docker mode: each front-end container's pids_limit is the limit.
+        let plan = LimitPlan::docker(args.thread_limit);
+        let env = crate::docker::DockerEnv::connect(&args.docker, plan.limit).await?;
+        (plan, Some(env))
+    } else {
+        let plan =
+            LimitPlan::establish(args.thread_limit, args.enforcement, &run_id, &frontend_bin)?;
+        (plan, None)
+    };
     let run_dir = home_dir.join("runs").join(&run_id);
     std::fs::create_dir_all(run_dir.join("logs"))
         .with_context(|| format!("mkdir {}", run_dir.display()))?;
@@ -1920,6 +2077,7 @@ pub async fn run(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()
         alarm_busy: std::sync::atomic::AtomicBool::new(false),
         restart_removals: std::sync::atomic::AtomicU64::new(0),
         shutdown: shutdown.clone(),
+        docker,
     });
     let result = serve_run(&sup, &home_dir, &args).await;
     sup.teardown().await;
@@ -1963,12 +2121,23 @@ async fn serve_run(
         }
     }
     sup.watch_once().await;
-    let control = std::net::TcpListener::bind("127.0.0.1:0").context("bind the control port")?;
+    let control_at = args
+        .docker
+        .control_listen
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let control = std::net::TcpListener::bind(control_at)
+        .with_context(|| format!("bind the control port {control_at}"))?;
     control.set_nonblocking(true)?;
     let control_addr = control.local_addr()?.to_string();
     let listener = tokio::net::TcpListener::from_std(control)?;
+    // grpc.health.v1 on the control port too (the compose health check).
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health_service)
             .add_service(SupervisorServer::new(Api(sup.clone())))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -1986,6 +2155,9 @@ async fn serve_run(
     println!(
         "cascade: fleet up; control port {control_addr}; `cascade status` to inspect, `cascade down` to stop"
     );
+    if let Some(scenario) = &args.docker.play {
+        crate::docker::play(scenario, sup.shutdown.clone())?;
+    }
 
     let live = !args.daemon;
     let tty = std::io::stdout().is_terminal();

@@ -306,6 +306,15 @@ pub fn own_limit() -> Option<u64> {
                     break;
                 }
             }
+            // In a container the hierarchy is mounted at its own cgroup, so
+            // the mount root is where the container's `pids.max` lives (a
+            // host's root cgroup has none).
+            if let Some(v) = fs::read_to_string(base.join("pids.max"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                consider(v);
+            }
         }
     }
     // SAFETY: getuid has no preconditions.
