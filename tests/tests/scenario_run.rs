@@ -117,18 +117,20 @@ fn a_false_expectation_fails_the_run_with_a_nonzero_exit() {
     );
 }
 
-#[test]
-fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
-    let home = Home::new("runint");
-    // A long scenario: its only expectation is hours of incident time away,
-    // and a fault (a paused front-end) is in force when Ctrl-C comes.
-    let text = TIP.replace("time_scale = 3600", "time_scale = 60").replace(
-        "[[step]]",
-        "[[step]]\nat = \"02:31\"\ndo = \"inject\"\nfault = { kind = \"pause\", target = \"kinesis-frontend-0\" }\n\n[[step]]",
-    );
-    let file = write(&home, "long.toml", &text);
+/// A `cascade run` in progress, with what its leak check needs.
+struct LongRun {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    pids: Vec<u32>,
+    run_id: String,
+}
+
+/// Starts `cascade run` on scenario `text` and waits for its supervisor;
+/// returns the run with the pids of its supervisor and front-ends.
+fn start_long_run(home: &Home, text: &str) -> LongRun {
+    let file = write(home, "long.toml", text);
     let dir = home.dir.join("report");
-    let mut child = home
+    let child = home
         .command(&[
             "run",
             &file,
@@ -152,7 +154,7 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         let out = sup_home.run(&["status", "--json"]);
         serde_json::from_slice(&out.stdout).expect("status")
     };
-    let pids: Vec<u32> = status["frontends"]
+    let pids = status["frontends"]
         .as_array()
         .into_iter()
         .flatten()
@@ -163,6 +165,29 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    LongRun {
+        child,
+        dir,
+        pids,
+        run_id,
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
+    let home = Home::new("runint");
+    // A long scenario: its only expectation is hours of incident time away,
+    // and a fault (a paused front-end) is in force when Ctrl-C comes.
+    let text = TIP.replace("time_scale = 3600", "time_scale = 60").replace(
+        "[[step]]",
+        "[[step]]\nat = \"02:31\"\ndo = \"inject\"\nfault = { kind = \"pause\", target = \"kinesis-frontend-0\" }\n\n[[step]]",
+    );
+    let LongRun {
+        mut child,
+        dir,
+        pids,
+        run_id,
+    } = start_long_run(&home, &text);
     eventually("the pause fault in force", Duration::from_secs(30), || {
         let j = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
         if j.contains("inject pause") {
@@ -215,43 +240,12 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
 fn a_killed_run_leaves_nothing_running() {
     let home = Home::new("runkill");
     let text = TIP.replace("time_scale = 3600", "time_scale = 60");
-    let file = write(&home, "long.toml", &text);
-    let dir = home.dir.join("report");
-    let mut child = home
-        .command(&[
-            "run",
-            &file,
-            "--report",
-            dir.to_str().expect("utf-8"),
-            "--quiet",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start cascade run");
-    let sup_home = Home {
-        dir: dir.join("home"),
-    };
-    let pid = eventually("the run's supervisor", Duration::from_secs(30), || {
-        sup_home
-            .supervisor_pid()
-            .ok_or_else(|| "no supervisor.json yet".to_owned())
-    });
-    let status: Value = {
-        let out = sup_home.run(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).expect("status")
-    };
-    let pids: Vec<u32> = status["frontends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["pid"].as_u64().map(|p| p as u32))
-        .chain(std::iter::once(pid))
-        .collect();
-    let run_id = Path::new(status["run_dir"].as_str().unwrap_or_default())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let LongRun {
+        mut child,
+        pids,
+        run_id,
+        ..
+    } = start_long_run(&home, &text);
     child.kill().expect("SIGKILL cascade run");
     let _ = child.wait();
     cascade_tests::assert_gone(&pids, &run_id);
