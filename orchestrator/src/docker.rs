@@ -34,7 +34,7 @@ pub const ADDED_SERVICE: &str = "kinesis-frontend-added";
 const STOP_SECS: i32 = 5;
 
 /// `cascade up` flags for docker mode.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct DockerArgs {
     /// Run inside docker compose: adopt compose's containers and add
     /// front-ends as new containers (needs /var/run/docker.sock).
@@ -51,6 +51,23 @@ pub struct DockerArgs {
     /// <scenario> --attach`; `none` for none); the fleet stays up afterwards.
     #[arg(long, env = "CASCADE_PLAY")]
     pub play: Option<String>,
+}
+
+impl DockerArgs {
+    /// The flags, as `cascade up` takes them.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![format!("--service-port={}", self.service_port)];
+        if self.docker {
+            v.push("--docker".into());
+        }
+        if let Some(a) = self.control_listen {
+            v.push(format!("--control-listen={a}"));
+        }
+        if let Some(p) = &self.play {
+            v.push(format!("--play={p}"));
+        }
+        v
+    }
 }
 
 /// One container the supervisor watches: adopted from compose, or created.

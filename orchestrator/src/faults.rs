@@ -327,18 +327,19 @@ fn scope(g: &GrpcScope) -> String {
     s
 }
 
-/// The signal number of a name like KILL or SIGTERM.
-pub fn signal_number(name: &str) -> anyhow::Result<i32> {
+/// The signal a name like KILL or SIGTERM stands for.
+pub fn signal_number(name: &str) -> anyhow::Result<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
     let n = name.trim_start_matches("SIG").to_ascii_uppercase();
     Ok(match n.as_str() {
-        "KILL" => libc::SIGKILL,
-        "TERM" => libc::SIGTERM,
-        "INT" => libc::SIGINT,
-        "HUP" => libc::SIGHUP,
-        "QUIT" => libc::SIGQUIT,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "ABRT" => libc::SIGABRT,
+        "KILL" => Signal::SIGKILL,
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "HUP" => Signal::SIGHUP,
+        "QUIT" => Signal::SIGQUIT,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        "ABRT" => Signal::SIGABRT,
         _ => bail!("--signal {name:?}: use KILL, TERM, INT, HUP, QUIT, USR1, USR2 or ABRT"),
     })
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cascade_core::threadlimit::{self, InstanceCgroup};
+pub use nix::sys::signal::Signal;
 
 /// How long a child gets to answer SERVING after it is started.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -119,8 +120,9 @@ impl RunningChild {
         }
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps. A container
-    /// is stopped the same way (and removed if the supervisor created it).
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; always reaps, without
+    /// blocking the runtime. A container is stopped the same way (and
+    /// removed if the supervisor created it).
     pub async fn stop(&mut self) {
         let child = match &mut self.proc {
             Proc::Local(c) => c,
@@ -130,34 +132,48 @@ impl RunningChild {
             return;
         }
         let pid = child.id();
-        signal(pid, libc::SIGTERM);
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        signal(pid, Signal::SIGTERM);
+        if reaped_within(child, STOP_GRACE).await {
+            return;
         }
         tracing::warn!(pid, "did not exit after SIGTERM; sending SIGKILL");
         let _ = child.kill();
-        let _ = child.wait();
+        if !reaped_within(child, STOP_GRACE).await {
+            tracing::error!(pid, "not reaped after SIGKILL (stuck in the kernel?)");
+        }
     }
 
-    /// SIGKILL and reap, for a failed start.
-    pub fn kill(&mut self) {
+    /// SIGKILL and reap, for a failed start or an in-place restart.
+    pub async fn kill(&mut self) {
         match &mut self.proc {
             Proc::Local(c) => {
                 let _ = c.kill();
-                let _ = c.wait();
+                if !reaped_within(c, STOP_GRACE).await {
+                    tracing::error!(pid = c.id(), "not reaped after SIGKILL");
+                }
             }
             Proc::Container(c) => c.kill(),
         }
     }
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
+/// Polls `child` until it has exited (reaping it), for at most `grace`.
+async fn reaped_within(child: &mut Child, grace: Duration) -> bool {
+    let deadline = Instant::now() + grace;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `sig` to `pid`; a process already gone is not an error.
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
 /// Binds a fresh loopback listener for a child (port chosen by the kernel).
@@ -282,7 +298,7 @@ pub async fn wait_ready(
             return Ok(());
         }
         if Instant::now() >= until {
-            child.kill();
+            child.kill().await;
             bail!(
                 "{name} was not SERVING at {addr} within {deadline:?}; killed it. Last log lines:\n{}",
                 log_tail(&child.log, 15)

@@ -3,11 +3,34 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::state::{Health, MapState};
+
+/// Where a run's processes live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Child processes on loopback.
+    #[default]
+    Local,
+    /// Containers of a docker compose project.
+    Docker,
+}
+
+impl Mode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::Docker => "docker",
+        }
+    }
+}
+
 /// The whole status document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
-    /// "local" or "docker".
-    pub mode: String,
+    /// Where the processes live.
+    pub mode: Mode,
     /// The per-front-end thread limit and how it is enforced.
     pub thread_limit: ThreadLimit,
     /// One entry per front-end process.
@@ -56,7 +79,7 @@ pub struct FrontendEntry {
     /// Peers in membership.
     pub peers_total: u32,
     /// ready | building | unusable | down
-    pub shard_map: String,
+    pub shard_map: MapState,
     /// Peer threads the kernel refused.
     pub spawn_failures: u64,
     /// The errno text of the last refused spawn.
@@ -84,7 +107,7 @@ pub struct ServiceEntry {
     /// OS pid of its first instance (0 for a fleet).
     pub pid: u32,
     /// serving | degraded | down, from customer traffic (ground truth).
-    pub health: String,
+    pub health: Health,
     /// Why.
     pub detail: String,
     /// Address of its first instance.
@@ -114,6 +137,21 @@ pub struct InstanceEntry {
 }
 
 impl Status {
+    /// The main fleet's front-ends (not CloudWatch's partitioned fleet).
+    pub fn main_fleet(&self) -> impl Iterator<Item = &FrontendEntry> {
+        self.frontends.iter().filter(|f| is_main_fleet(&f.fleet))
+    }
+
+    /// Main-fleet front-ends whose shard map is in `state`.
+    pub fn count_maps(&self, state: MapState) -> usize {
+        self.main_fleet().filter(|f| f.shard_map == state).count()
+    }
+
+    /// The service named `name` (`kinesis`, `cognito`, ...).
+    pub fn service(&self, name: &str) -> Option<&ServiceEntry> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
     /// A terminal table.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;

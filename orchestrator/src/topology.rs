@@ -94,7 +94,7 @@ pub fn all_services() -> String {
 }
 
 /// `--service-arg SERVICE:--flag=value`: extra flags for one service's processes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceArg {
     /// The service the flag is for.
     pub service: Service,
@@ -139,7 +139,7 @@ pub enum CognitoMode {
 }
 
 /// Topology flags of `cascade up`: services, remediations, model knobs, traffic.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct TopologyArgs {
     /// Services to run besides Kinesis, comma-separated (kinesis,cognito,cloudwatch,lambda,eventbridge,ecs).
     #[arg(long, default_value_t = all_services(), value_parser = parse_services_arg)]

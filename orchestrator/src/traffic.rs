@@ -68,8 +68,9 @@ impl Caller {
         })
     }
 
-    /// Creates the stream customer Kinesis traffic writes to (retrying for 20 s).
-    pub async fn create_customer_stream(&self) -> anyhow::Result<()> {
+    /// Creates the stream customer Kinesis traffic writes to (retrying for
+    /// 20 s, or until `shutdown`).
+    pub async fn create_customer_stream(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
             match self.kinesis.ensure_stream(CUSTOMER_STREAM, 2).await {
@@ -77,7 +78,11 @@ impl Caller {
                 Err(e) if Instant::now() >= until => {
                     anyhow::bail!("cannot create the customer stream {CUSTOMER_STREAM}: {e}")
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = shutdown.cancelled() => anyhow::bail!("shut down while creating the customer stream"),
             }
         }
     }

@@ -1,0 +1,272 @@
+//! The `cascade` commands that talk to a running supervisor (status,
+//! capacity, restarts, down), the detached start, and the `kinesis` data-plane
+//! poke, which talks straight to a front-end like `aws kinesis` does.
+
+mod detach;
+mod kinesis;
+mod probe;
+mod shd;
+
+use std::time::{Duration, Instant};
+
+pub use detach::{detach, detach_inner};
+pub use kinesis::{EndpointArgs, KinesisCmd, kinesis};
+pub use probe::{ProbeArgs, probe};
+pub use shd::{ShdCmd, shd};
+
+/// Whether progress lines of reused client code are silenced (a scenario
+/// run journals its own lines instead).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Silences (or restores) the progress lines of `down`, `up --detach` and `shd post`.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `println!` unless [`set_quiet`] was called.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !$crate::client::is_quiet() {
+            println!($($t)*);
+        }
+    };
+}
+pub(crate) use say;
+
+/// Whether [`set_quiet`] silenced progress lines.
+pub fn is_quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+use anyhow::{Context, bail};
+use cascade_proto::supervisor as sv;
+use cascade_proto::supervisor::supervisor_client::SupervisorClient;
+use tonic::transport::Channel;
+
+use crate::home;
+use crate::status::Status;
+
+/// Bad input found after flag parsing (exit code 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
+    let sup = home::require()?;
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        cascade_core::clients::connect(&sup.control_addr),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
+    .and_then(|r| r)
+    .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
+    Ok(SupervisorClient::new(ch))
+}
+
+fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    if s.code() == tonic::Code::InvalidArgument {
+        return UsageError(format!("{what}: {}", s.message())).into();
+    }
+    anyhow::anyhow!("{what}: {:?}: {}", s.code(), s.message())
+}
+
+/// Fetches the status document.
+pub async fn fetch_status() -> anyhow::Result<Status> {
+    let mut c = supervisor().await?;
+    let json = tokio::time::timeout(Duration::from_secs(10), c.status(sv::StatusRequest {}))
+        .await
+        .map_err(|_| anyhow::anyhow!("status: the supervisor did not answer within 10 s"))?
+        .map_err(|s| rpc_error("status", s))?
+        .into_inner()
+        .json;
+    serde_json::from_str(&json).context("parse the supervisor's status")
+}
+
+/// `cascade status [--json]`.
+pub async fn status(json: bool) -> anyhow::Result<()> {
+    let st = fetch_status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", st.render());
+    }
+    Ok(())
+}
+
+/// `cascade add-capacity N`.
+pub async fn add_capacity(count: u32) -> anyhow::Result<()> {
+    println!("adding {count} front-ends ...");
+    let r = supervisor()
+        .await?
+        .add_capacity(sv::CapacityRequest { count })
+        .await
+        .map_err(|s| rpc_error("add-capacity", s))?
+        .into_inner();
+    println!(
+        "added {} (fleet is now {} front-ends)",
+        r.instances.join(", "),
+        r.fleet_size
+    );
+    Ok(())
+}
+
+/// `cascade remove-capacity N`.
+pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
+    println!("removing {count} front-ends ...");
+    let r = supervisor()
+        .await?
+        .remove_capacity(sv::CapacityRequest { count })
+        .await
+        .map_err(|s| rpc_error("remove-capacity", s))?
+        .into_inner();
+    println!(
+        "removed {} (fleet is now {} front-ends)",
+        r.instances.join(", "),
+        r.fleet_size
+    );
+    Ok(())
+}
+
+/// `cascade restart-frontends`.
+pub async fn restart(batch: u32, interval: Duration, grace: Duration) -> anyhow::Result<()> {
+    let mut stream = supervisor()
+        .await?
+        .restart_frontends(sv::RestartRequest {
+            batch,
+            interval_ms: interval.as_millis() as u64,
+            grace_ms: grace.as_millis() as u64,
+        })
+        .await
+        .map_err(|s| rpc_error("restart-frontends", s))?
+        .into_inner();
+    while let Some(p) = stream
+        .message()
+        .await
+        .map_err(|s| rpc_error("restart-frontends", s))?
+    {
+        println!("{}", p.detail);
+    }
+    Ok(())
+}
+
+/// `cascade down`: asks the supervisor to stop and waits until it has.
+pub async fn down() -> anyhow::Result<()> {
+    let Some(sup) = home::read(&home::home())? else {
+        say!(
+            "nothing is running (no supervisor in {})",
+            home::home().display()
+        );
+        return Ok(());
+    };
+    if sup.pid == 0 {
+        bail!(
+            "the fleet at ${}={} is not a local process (docker compose?); stop it with `docker compose down`",
+            home::CONTROL_ENV,
+            sup.control_addr
+        );
+    }
+    let mut client = supervisor().await?;
+    client
+        .shutdown(sv::ShutdownRequest {})
+        .await
+        .map_err(|s| rpc_error("down", s))?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while home::pid_alive(sup.pid) {
+        if Instant::now() > until {
+            bail!("the supervisor (pid {}) has not exited after 60 s", sup.pid);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    say!("stopped; logs kept in {}", sup.run_dir.display());
+    Ok(())
+}
+
+/// `cascade configure TARGET KEY VALUE`.
+pub async fn configure(target: String, key: String, value: String) -> anyhow::Result<()> {
+    let applied = supervisor()
+        .await?
+        .configure(sv::ConfigureRequest { target, key, value })
+        .await
+        .map_err(|s| rpc_error("configure", s))?
+        .into_inner()
+        .applied;
+    for (inst, v) in applied {
+        println!("{inst}: {v}");
+    }
+    Ok(())
+}
+
+/// `cascade inject ...`: validates locally (nothing is sent on bad input).
+pub async fn inject(spec: crate::faults::FaultSpec) -> anyhow::Result<()> {
+    spec.validate().map_err(|e| UsageError(format!("{e:#}")))?;
+    let f = supervisor()
+        .await?
+        .inject_fault(sv::InjectFaultRequest {
+            spec_json: serde_json::to_string(&spec)?,
+        })
+        .await
+        .map_err(|s| rpc_error("inject", s))?
+        .into_inner();
+    let until = if f.expires_ms > 0 {
+        format!(
+            " for {}",
+            humantime::format_duration(Duration::from_millis(
+                (f.expires_ms - f.started_ms).max(0) as u64
+            ))
+        )
+    } else {
+        " until cleared".to_owned()
+    };
+    println!("{} {} on {}{until}", f.id, f.summary, f.targets.join(", "));
+    Ok(())
+}
+
+/// `cascade faults`.
+pub async fn faults() -> anyhow::Result<()> {
+    let faults = supervisor()
+        .await?
+        .list_faults(sv::ListFaultsRequest {})
+        .await
+        .map_err(|s| rpc_error("faults", s))?
+        .into_inner()
+        .faults;
+    if faults.is_empty() {
+        println!("no active faults");
+    }
+    let now = cascade_core::now_ms();
+    for f in faults {
+        let left = if f.expires_ms > 0 {
+            format!("{:.1} s left", (f.expires_ms - now).max(0) as f64 / 1000.0)
+        } else {
+            "until cleared".to_owned()
+        };
+        println!(
+            "{:<6} {:<50} {:<16} targets: {}",
+            f.id,
+            f.summary,
+            left,
+            f.targets.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `cascade clear [ID]`.
+pub async fn clear(id: Option<String>) -> anyhow::Result<()> {
+    let cleared = supervisor()
+        .await?
+        .clear_faults(sv::ClearFaultsRequest {
+            id: id.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| rpc_error("clear", s))?
+        .into_inner()
+        .cleared;
+    if cleared.is_empty() {
+        println!("no active faults");
+    } else {
+        println!("reverted {}", cleared.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,412 @@
+//! Scenario files: the postmortem as a replayable, checkable plan. A TOML
+//! file names a topology, a steady-state hypothesis, steps keyed by the
+//! incident clock ("02:44") or by an offset ("+15m"), and expectations with
+//! deadlines. This module holds the types; `parse` reads and validates
+//! files (errors carry file:line:column, the offending key and what would
+//! be valid). Running them is the scenario engine's job.
+
+mod parse;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use parse::{load, parse, resolve};
+
+use crate::clock::{clock, parse_when};
+use crate::faults::FaultSpec;
+use crate::state::{Health, MapState, Remediation};
+use crate::topology::Service;
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, description and the incident clock at the run's start.
+    pub scenario: Meta,
+    /// What runs.
+    #[serde(default)]
+    pub topology: Topology,
+    /// Conditions that must hold before the first step and after the last.
+    #[serde(default)]
+    pub steady_state: Vec<Condition>,
+    /// What happens, in incident-clock order.
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Step>,
+    /// What must be observed, each by its deadline.
+    #[serde(default, rename = "expect")]
+    pub expectations: Vec<Expectation>,
+    /// Conditions that stop the run at once (verdict `aborted`).
+    #[serde(default, rename = "abort")]
+    pub aborts: Vec<Condition>,
+    /// Steps that always run at the end, whatever happened.
+    #[serde(default, rename = "rollback")]
+    pub rollbacks: Vec<Step>,
+}
+
+/// Scenario metadata.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// Short name, e.g. `nov-25-2020`.
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Incident clock at the run's start, e.g. "02:30".
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Seed of every random choice (overridden by `--seed`).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_start() -> String {
+    "00:00".into()
+}
+
+/// The topology a scenario runs on (the `cascade up` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topology {
+    /// Front-ends at the start.
+    pub frontends: u32,
+    /// Tasks each front-end may hold (kernel-enforced).
+    pub thread_limit: u64,
+    /// Incident seconds per wall second.
+    pub time_scale: f64,
+    /// Services besides Kinesis.
+    pub services: Vec<String>,
+    /// Remediation variants in force from the start.
+    pub remediations: Vec<Remediation>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            frontends: 8,
+            thread_limit: 16,
+            time_scale: 360.0,
+            services: Service::ALL.iter().map(|s| s.name().to_owned()).collect(),
+            remediations: Vec::new(),
+        }
+    }
+}
+
+/// One step: when, and what.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Step {
+    /// Incident clock ("02:44") or offset from the start ("+15m").
+    pub at: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Action {
+    /// `cascade add-capacity N`.
+    AddCapacity {
+        /// Front-ends to add.
+        count: u32,
+    },
+    /// `cascade remove-capacity N`.
+    RemoveCapacity {
+        /// Front-ends to remove.
+        count: u32,
+    },
+    /// `cascade restart-frontends --batch K --interval D` (D in incident time).
+    RestartFrontends {
+        /// Front-ends per batch.
+        batch: u32,
+        /// Incident time between batches, e.g. "10m".
+        #[serde(default)]
+        interval: Option<String>,
+        /// Incident time a restarted front-end has to get a ready shard map;
+        /// one that has not is judged unhealthy, removed and started again
+        /// (default 15m).
+        #[serde(default)]
+        grace: Option<String>,
+    },
+    /// `cascade inject ...` (the same fault definition as the CLI).
+    Inject {
+        /// The fault.
+        fault: FaultSpec,
+    },
+    /// `cascade clear [ID]`.
+    Clear {
+        /// Fault id; none clears all.
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// `cascade configure TARGET KEY VALUE` (toggle a remediation live).
+    Configure {
+        /// Service or instance.
+        target: String,
+        /// Setting.
+        key: String,
+        /// New value.
+        value: String,
+    },
+    /// `cascade shd post` (primary or backup tool).
+    ShdPost {
+        /// The message.
+        message: String,
+        /// Use the backup tool.
+        #[serde(default)]
+        backup: bool,
+    },
+}
+
+/// A condition observed out of band (status and customer traffic).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "check", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Condition {
+    /// A service's health from customer traffic.
+    Health {
+        /// The service.
+        service: String,
+        /// serving | degraded | down | impaired (= degraded or down).
+        is: HealthIs,
+    },
+    /// Shard-map states across the main fleet.
+    ShardMaps {
+        /// ready | building | unusable.
+        all: MapIs,
+    },
+    /// How many main-fleet front-ends have a ready shard map.
+    ReadyFrontends {
+        /// At most this many (e.g. "recovery stalls": at most half).
+        at_most: u32,
+    },
+    /// Restarted front-ends judged unhealthy (not ready within the grace)
+    /// and removed, counted over the run.
+    RestartRemovals {
+        /// At least this many.
+        at_least: u64,
+    },
+    /// Thread-consumption alarms raised (remediation `thread-alarm`).
+    ThreadAlarms {
+        /// At least this many.
+        at_least: u64,
+    },
+    /// A step has run with the given outcome: its description (as the
+    /// journal shows it, e.g. `shd post --backup`) contains `matching`.
+    Step {
+        /// Text the step's description contains.
+        matching: String,
+        /// ok | failed.
+        outcome: Outcome,
+    },
+    /// The order of degradation: every listed service has been impaired,
+    /// each no earlier than the one before it. Health is judged over a
+    /// window of customer calls (5 s of wall time), so onsets closer than
+    /// one window count as simultaneous.
+    ImpairedInOrder {
+        /// Services, earliest first.
+        services: Vec<String>,
+    },
+}
+
+/// The health a `health` condition asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HealthIs {
+    /// Exactly this health.
+    Is(Health),
+    /// Degraded or down.
+    Impaired,
+}
+
+impl TryFrom<String> for HealthIs {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "serving" => Ok(Self::Is(Health::Serving)),
+            "degraded" => Ok(Self::Is(Health::Degraded)),
+            "down" => Ok(Self::Is(Health::Down)),
+            "impaired" => Ok(Self::Impaired),
+            _ => Err(format!(
+                "is: {s:?}; use serving, degraded, down or impaired"
+            )),
+        }
+    }
+}
+
+/// The shard-map state a `shard-maps` condition asks every front-end for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MapIs(pub MapState);
+
+impl TryFrom<String> for MapIs {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "ready" => Ok(Self(MapState::Ready)),
+            "building" => Ok(Self(MapState::Building)),
+            "unusable" => Ok(Self(MapState::Unusable)),
+            _ => Err(format!("all: {s:?}; use ready, building or unusable")),
+        }
+    }
+}
+
+/// A step's outcome, as a `step` condition asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Outcome {
+    /// It succeeded.
+    Ok,
+    /// It failed.
+    Failed,
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "ok" => Ok(Self::Ok),
+            "failed" => Ok(Self::Failed),
+            _ => Err(format!("outcome: {s:?}; use ok or failed")),
+        }
+    }
+}
+
+/// An expectation: a condition that must hold by a deadline. (Unknown keys
+/// are caught by the flattened condition, which denies them.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Expectation {
+    /// Name in the report.
+    pub name: String,
+    /// Deadline: incident clock or offset.
+    pub by: String,
+    /// Not before this (incident clock or offset); default: the start.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Whether the condition must hold at every observation from `after`
+    /// to `by` (e.g. "recovery stalls"), rather than at some point before `by`.
+    #[serde(default)]
+    pub throughout: bool,
+    /// What must hold.
+    #[serde(flatten)]
+    pub condition: Condition,
+}
+
+/// A parsed, validated scenario with its source.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its contents.
+    pub scenario: Scenario,
+}
+
+impl Action {
+    /// The step kind, as written in a scenario (`do = "..."`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::AddCapacity { .. } => "add-capacity",
+            Action::RemoveCapacity { .. } => "remove-capacity",
+            Action::RestartFrontends { .. } => "restart-frontends",
+            Action::Inject { .. } => "inject",
+            Action::Clear { .. } => "clear",
+            Action::Configure { .. } => "configure",
+            Action::ShdPost { .. } => "shd-post",
+        }
+    }
+
+    /// One line, in the CLI's words.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::AddCapacity { count } => format!("add-capacity {count}"),
+            Action::RemoveCapacity { count } => format!("remove-capacity {count}"),
+            Action::RestartFrontends {
+                batch,
+                interval,
+                grace,
+            } => format!(
+                "restart-frontends --batch {batch}{}{}",
+                interval
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(" --interval {i} (incident)")),
+                grace
+                    .as_ref()
+                    .map_or(String::new(), |g| format!(" --grace {g} (incident)"))
+            ),
+            Action::Inject { fault } => format!("inject {}", fault.summary()),
+            Action::Clear { id } => format!("clear {}", id.as_deref().unwrap_or("(all)")),
+            Action::Configure { target, key, value } => format!("configure {target} {key} {value}"),
+            Action::ShdPost { message, backup } => format!(
+                "shd post{} {message:?}",
+                if *backup { " --backup" } else { "" }
+            ),
+        }
+    }
+}
+
+impl Scenario {
+    /// Wall time from the run's start to incident clock `when`.
+    pub fn wall(&self, when: &str) -> Duration {
+        let start = parse_when(&self.scenario.start, 0).unwrap_or(0);
+        let at = parse_when(when, start).unwrap_or(start);
+        Duration::from_secs_f64((at.saturating_sub(start)) as f64 / self.topology.time_scale)
+    }
+
+    /// The schedule with both clocks, for `cascade run --dry-run`.
+    pub fn schedule(&self) -> String {
+        use std::fmt::Write as _;
+        let start = parse_when(&self.scenario.start, 0).unwrap_or(0);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} (seed {}): {}",
+            self.scenario.name, self.scenario.seed, self.scenario.description
+        );
+        let _ = writeln!(
+            s,
+            "topology: {} front-ends, thread limit {}, time scale {}x, services {}{}",
+            self.topology.frontends,
+            self.topology.thread_limit,
+            self.topology.time_scale,
+            self.topology.services.join(","),
+            if self.topology.remediations.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", remediations {}",
+                    self.topology
+                        .remediations
+                        .iter()
+                        .map(|r| r.name())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        );
+        let mut rows: Vec<(u64, Duration, String)> = Vec::new();
+        for st in &self.steps {
+            let at = parse_when(&st.at, start).unwrap_or(start);
+            rows.push((
+                at,
+                self.wall(&st.at),
+                format!("step    {}", st.action.describe()),
+            ));
+        }
+        for x in &self.expectations {
+            let at = parse_when(&x.by, start).unwrap_or(start);
+            rows.push((at, self.wall(&x.by), format!("expect  {} (by)", x.name)));
+        }
+        rows.sort_by_key(|r| r.0);
+        for (at, wall, what) in rows {
+            let _ = writeln!(
+                s,
+                "{}  +{:>7.1}s wall  {what}",
+                clock(at),
+                wall.as_secs_f64()
+            );
+        }
+        s
+    }
+}

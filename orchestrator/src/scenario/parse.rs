@@ -1,0 +1,370 @@
+//! Reading and validating scenario files: TOML with file:line:column on
+//! every error, the offending key, and what would be valid.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::{Action, Condition, Loaded, Scenario};
+use crate::clock::{clock, parse_when};
+use crate::topology::Service;
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+/// The byte offset of the `n`-th `[[table]]` header in `text`.
+fn table_offset(text: &str, table: &str, n: usize) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    text.match_indices(&header).nth(n).map(|(i, _)| i)
+}
+
+/// Reads and validates a scenario: a name from `scenarios/` or a path.
+pub fn load(name_or_path: &str) -> anyhow::Result<Loaded> {
+    let path = resolve(name_or_path)?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let scenario = parse(&path, &text)?;
+    Ok(Loaded { path, scenario })
+}
+
+/// Where a scenario name points: a path as given, or `scenarios/<name>.toml`.
+pub fn resolve(name_or_path: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(name_or_path);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    for dir in scenario_dirs() {
+        let candidate = dir.join(format!("{name_or_path}.toml"));
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no scenario {name_or_path:?}: not a file, and not in {}",
+        scenario_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )
+}
+
+/// Where scenario names are looked up: `$CASCADE_SCENARIOS`, `./scenarios`,
+/// then the `scenarios/` of the checkout the binary was built in
+/// (`target/<profile>/cascade` -> `scenarios/`), so a name works from any
+/// directory.
+fn scenario_dirs() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from("scenarios")];
+    if let Some(d) = std::env::var_os("CASCADE_SCENARIOS") {
+        v.insert(0, PathBuf::from(d));
+    }
+    if let Some(root) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent()?.parent().map(Path::to_path_buf))
+    {
+        let d = root.join("scenarios");
+        if d.is_dir() && !v.contains(&d) {
+            v.push(d);
+        }
+    }
+    v
+}
+
+/// Parses and validates scenario `text` read from `path`.
+pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
+    let at = |offset: usize| {
+        let (l, c) = line_col(text, offset);
+        format!("{}:{l}:{c}", path.display())
+    };
+    let scenario: Scenario = toml::from_str(text).map_err(|e| {
+        let place = e
+            .span()
+            .map_or_else(|| path.display().to_string(), |s| at(s.start));
+        anyhow::anyhow!("{place}: {}", e.message().trim())
+    })?;
+    let start = parse_when(&scenario.scenario.start, 0)
+        .map_err(|e| anyhow::anyhow!("{}: scenario.start: {e}", path.display()))?;
+    let fail = |table: &str, n: usize, key: &str, msg: String| {
+        let place = table_offset(text, table, n).map_or_else(|| path.display().to_string(), at);
+        anyhow::anyhow!("{place}: {table}[{n}].{key}: {msg}")
+    };
+    let t = &scenario.topology;
+    if t.frontends == 0 || t.frontends > crate::supervisor::MAX_FLEET {
+        bail!(
+            "{}: topology.frontends: {} is out of range; use 1 to {}",
+            path.display(),
+            t.frontends,
+            crate::supervisor::MAX_FLEET
+        );
+    }
+    if t.thread_limit == 0 || t.thread_limit > crate::limits::MAX_THREAD_LIMIT {
+        bail!(
+            "{}: topology.thread_limit: {} is out of range; use 1 to {}",
+            path.display(),
+            t.thread_limit,
+            crate::limits::MAX_THREAD_LIMIT
+        );
+    }
+    if !(t.time_scale.is_finite() && t.time_scale > 0.0) {
+        bail!(
+            "{}: topology.time_scale: must be a positive number (e.g. 360)",
+            path.display()
+        );
+    }
+    for s in &t.services {
+        if Service::parse(s).is_none() {
+            bail!(
+                "{}: topology.services: unknown service {s:?}; valid: {}",
+                path.display(),
+                Service::ALL.map(Service::name).join(", ")
+            );
+        }
+    }
+    crate::topology::parse_services(&t.services.join(","))
+        .map_err(|e| anyhow::anyhow!("{}: topology.services: {e}", path.display()))?;
+    let services: Vec<&str> = t.services.iter().map(String::as_str).collect();
+    let mut last = start;
+    for (n, step) in scenario.steps.iter().enumerate() {
+        let when = parse_when(&step.at, start).map_err(|e| fail("step", n, "at", e))?;
+        if when < start {
+            return Err(fail(
+                "step",
+                n,
+                "at",
+                format!("{} is before the scenario start {}", step.at, clock(start)),
+            ));
+        }
+        if when < last {
+            return Err(fail(
+                "step",
+                n,
+                "at",
+                format!(
+                    "{} is earlier than the step before it ({}); steps run in clock order",
+                    step.at,
+                    clock(last)
+                ),
+            ));
+        }
+        last = when;
+        validate_action(&step.action, &services).map_err(|e| fail("step", n, "do", e))?;
+    }
+    for (n, step) in scenario.rollbacks.iter().enumerate() {
+        validate_action(&step.action, &services).map_err(|e| fail("rollback", n, "do", e))?;
+    }
+    for (n, x) in scenario.expectations.iter().enumerate() {
+        parse_when(&x.by, start).map_err(|e| fail("expect", n, "by", e))?;
+        if let Some(a) = &x.after {
+            parse_when(a, start).map_err(|e| fail("expect", n, "after", e))?;
+        }
+        validate_condition(&x.condition, &services).map_err(|e| fail("expect", n, "check", e))?;
+    }
+    for (n, c) in scenario.aborts.iter().enumerate() {
+        validate_condition(c, &services).map_err(|e| fail("abort", n, "check", e))?;
+    }
+    for c in &scenario.steady_state {
+        validate_condition(c, &services)
+            .map_err(|e| anyhow::anyhow!("{}: steady_state: {e}", path.display()))?;
+    }
+    Ok(scenario)
+}
+
+fn validate_action(a: &Action, services: &[&str]) -> Result<(), String> {
+    match a {
+        Action::AddCapacity { count } | Action::RemoveCapacity { count } if *count == 0 => {
+            Err("count: must be at least 1".into())
+        }
+        Action::RestartFrontends {
+            batch,
+            interval,
+            grace,
+        } => {
+            if *batch == 0 {
+                return Err("batch: must be at least 1".into());
+            }
+            if let Some(i) = interval {
+                crate::clock::parse_duration("interval", i)?;
+            }
+            if let Some(g) = grace {
+                crate::clock::parse_duration("grace", g)?;
+            }
+            Ok(())
+        }
+        Action::Inject { fault } => fault.validate().map_err(|e| format!("fault: {e:#}")),
+        Action::Configure { target, .. }
+        | Action::ShdPost {
+            message: target,
+            backup: false,
+        } if target.is_empty() => Err("must not be empty".into()),
+        Action::Configure { target, .. } => {
+            let svc = target
+                .rsplit_once('-')
+                .filter(|(_, i)| i.chars().all(|c| c.is_ascii_digit()))
+                .map_or(target.as_str(), |(s, _)| s);
+            if services.contains(&svc) || svc.starts_with("kinesis") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "target: {target:?} is not a service of this topology; services: {}",
+                    services.join(", ")
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
+    match c {
+        Condition::Health { service, .. } => {
+            if !services.contains(&service.as_str()) {
+                return Err(format!(
+                    "service: unknown service {service:?}; this topology runs: {}",
+                    services.join(", ")
+                ));
+            }
+            Ok(())
+        }
+        Condition::ShardMaps { .. }
+        | Condition::Step { .. }
+        | Condition::RestartRemovals { .. }
+        | Condition::ThreadAlarms { .. }
+        | Condition::ReadyFrontends { .. } => Ok(()),
+        Condition::ImpairedInOrder { services: list } => {
+            if list.len() < 2 {
+                return Err("services: list at least two services, earliest first".into());
+            }
+            match list.iter().find(|x| !services.contains(&x.as_str())) {
+                Some(x) => Err(format!(
+                    "services: unknown service {x:?}; this topology runs: {}",
+                    services.join(", ")
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const GOOD: &str = r#"
+[scenario]
+name = "t"
+start = "02:30"
+
+[topology]
+frontends = 4
+thread_limit = 12
+time_scale = 360
+services = ["kinesis", "cognito"]
+
+[[step]]
+at = "02:44"
+do = "add-capacity"
+count = 2
+
+[[expect]]
+name = "kinesis impaired"
+by = "+2h"
+check = "health"
+service = "kinesis"
+is = "impaired"
+"#;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("s.toml"), text)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_good_scenario_parses_with_both_clocks() {
+        let s = parse(Path::new("s.toml"), GOOD).expect("parses");
+        assert_eq!(s.steps.len(), 1);
+        assert_eq!(
+            s.wall("02:44"),
+            Duration::from_secs_f64(14.0 * 60.0 / 360.0)
+        );
+        assert!(s.schedule().contains("02:44:00"));
+    }
+
+    #[test]
+    fn an_unknown_step_kind_names_the_place_and_the_valid_kinds() {
+        let e = err(&GOOD.replace("do = \"add-capacity\"", "do = \"explode\""));
+        assert!(e.starts_with("s.toml:"), "{e}");
+        assert!(e.contains("explode") && e.contains("add-capacity"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_clock_names_file_line_column_and_the_key() {
+        let e = err(&GOOD.replace("at = \"02:44\"", "at = \"25:99\""));
+        assert!(
+            e.contains("s.toml:12:1") && e.contains("step[0].at") && e.contains("HH:MM"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_service_is_refused_with_the_valid_ones() {
+        let e = err(&GOOD.replace("service = \"kinesis\"", "service = \"dynamo\""));
+        assert!(
+            e.contains("expect[0]") && e.contains("dynamo") && e.contains("cognito"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "services = [\"kinesis\", \"cognito\"]",
+            "services = [\"kinesis\", \"sqs\"]",
+        ));
+        assert!(e.contains("topology.services") && e.contains("sqs"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_steps_out_of_order_are_refused() {
+        let e = err(&GOOD.replace("count = 2", "count = 2\ncolour = \"red\""));
+        assert!(e.contains("colour"), "{e}");
+        let two =
+            format!("{GOOD}\n[[step]]\nat = \"02:40\"\ndo = \"remove-capacity\"\ncount = 1\n");
+        assert!(
+            err(&two).contains("earlier than the step before"),
+            "{}",
+            err(&two)
+        );
+    }
+
+    #[test]
+    fn new_conditions_parse_and_bad_ones_name_what_is_valid() {
+        let order = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"impaired-in-order\"\nservices = [\"kinesis\", \"cognito\"]\nthroughout = true",
+        );
+        let s = parse(Path::new("s.toml"), &order).expect("impaired-in-order parses");
+        assert!(s.expectations[0].throughout);
+        let e = err(&order.replace("\"cognito\"]", "\"dynamo\"]"));
+        assert!(
+            e.contains("dynamo") && e.contains("kinesis, cognito"),
+            "{e}"
+        );
+        let step = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"step\"\nmatching = \"shd post\"\noutcome = \"maybe\"",
+        );
+        assert!(err(&step).contains("use ok or failed"), "{}", err(&step));
+        let restart = GOOD.replace(
+            "do = \"add-capacity\"\ncount = 2",
+            "do = \"restart-frontends\"\nbatch = 2\ngrace = \"soon\"",
+        );
+        assert!(err(&restart).contains("grace"), "{}", err(&restart));
+    }
+}
