@@ -181,12 +181,9 @@ pub fn bind_loopback() -> anyhow::Result<TcpListener> {
     TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")
 }
 
-/// Starts `spec` serving on `listener` (inherited as fd 3), logging to `log_dir`.
-pub fn spawn(
-    spec: &ChildSpec,
-    listener: &TcpListener,
-    log_dir: &Path,
-) -> anyhow::Result<RunningChild> {
+/// The command that starts `spec`, with a cleared environment and its
+/// output going to `<log_dir>/<name>.log`; returns it and the log's path.
+fn command(spec: &ChildSpec, log_dir: &Path) -> anyhow::Result<(Command, PathBuf)> {
     std::fs::create_dir_all(log_dir).with_context(|| format!("mkdir {}", log_dir.display()))?;
     let log = log_dir.join(format!("{}.log", spec.name));
     let out = std::fs::OpenOptions::new()
@@ -221,7 +218,16 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
+    Ok((cmd, log))
+}
 
+/// Starts `spec` serving on `listener` (inherited as fd 3), logging to `log_dir`.
+pub fn spawn(
+    spec: &ChildSpec,
+    listener: &TcpListener,
+    log_dir: &Path,
+) -> anyhow::Result<RunningChild> {
+    let (mut cmd, log) = command(spec, log_dir)?;
     let procs: Option<File> = match &spec.limit {
         ChildLimit::Cgroup(cg) => Some(cg.open_procs()?),
         _ => None,

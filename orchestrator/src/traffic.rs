@@ -103,45 +103,7 @@ impl Caller {
     pub async fn call(&self, svc: Service, n: u64) -> Result<(), tonic::Status> {
         let call = async {
             match svc {
-                Service::Kinesis => {
-                    let mut c = self.kinesis.client().await?;
-                    let r = c
-                        .put_record(kpb::PutRecordRequest {
-                            stream_name: CUSTOMER_STREAM.into(),
-                            partition_key: format!("customer-{}", n % 64),
-                            data: format!("order {n}").into_bytes(),
-                            explicit_hash_key: String::new(),
-                        })
-                        .await;
-                    match r {
-                        Err(s) if s.code() == tonic::Code::NotFound => {
-                            self.kinesis.ensure_stream(CUSTOMER_STREAM, 2).await?;
-                            Err(s)
-                        }
-                        Err(s) => Err(s),
-                        Ok(put) => {
-                            // Every other call also reads the record back (puts and gets).
-                            if n.is_multiple_of(2) {
-                                let it = c
-                                    .get_shard_iterator(kpb::GetShardIteratorRequest {
-                                        stream_name: CUSTOMER_STREAM.into(),
-                                        shard_id: put.into_inner().shard_id,
-                                        shard_iterator_type: kpb::ShardIteratorType::Latest as i32,
-                                        starting_sequence_number: String::new(),
-                                    })
-                                    .await?
-                                    .into_inner()
-                                    .shard_iterator;
-                                c.get_records(kpb::GetRecordsRequest {
-                                    shard_iterator: it,
-                                    limit: 10,
-                                })
-                                .await?;
-                            }
-                            Ok(())
-                        }
-                    }
-                }
+                Service::Kinesis => self.put_and_get(n).await,
                 Service::Cognito => CognitoClient::new(self.channel(svc)?)
                     .sign_in(cg::SignInRequest {
                         username: "customer".into(),
@@ -198,6 +160,48 @@ impl Caller {
             Err(_) => Err(tonic::Status::deadline_exceeded(
                 "no answer within the deadline",
             )),
+        }
+    }
+
+    /// A customer's Kinesis call: put a record; every other call also
+    /// reads it back (puts and gets).
+    async fn put_and_get(&self, n: u64) -> Result<(), tonic::Status> {
+        let mut c = self.kinesis.client().await?;
+        let r = c
+            .put_record(kpb::PutRecordRequest {
+                stream_name: CUSTOMER_STREAM.into(),
+                partition_key: format!("customer-{}", n % 64),
+                data: format!("order {n}").into_bytes(),
+                explicit_hash_key: String::new(),
+            })
+            .await;
+        match r {
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                self.kinesis.ensure_stream(CUSTOMER_STREAM, 2).await?;
+                Err(s)
+            }
+            Err(s) => Err(s),
+            Ok(put) => {
+                // Every other call also reads the record back (puts and gets).
+                if n.is_multiple_of(2) {
+                    let it = c
+                        .get_shard_iterator(kpb::GetShardIteratorRequest {
+                            stream_name: CUSTOMER_STREAM.into(),
+                            shard_id: put.into_inner().shard_id,
+                            shard_iterator_type: kpb::ShardIteratorType::Latest as i32,
+                            starting_sequence_number: String::new(),
+                        })
+                        .await?
+                        .into_inner()
+                        .shard_iterator;
+                    c.get_records(kpb::GetRecordsRequest {
+                        shard_iterator: it,
+                        limit: 10,
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -153,41 +153,7 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
             shard_id,
             limit,
             endpoint,
-        } => {
-            let mut c = kinesis_client(&endpoint).await?;
-            let it = c
-                .get_shard_iterator(pb::GetShardIteratorRequest {
-                    stream_name,
-                    shard_id,
-                    shard_iterator_type: pb::ShardIteratorType::TrimHorizon as i32,
-                    starting_sequence_number: String::new(),
-                })
-                .await
-                .map_err(|s| rpc_error("get-records", s))?
-                .into_inner()
-                .shard_iterator;
-            let r = c
-                .get_records(pb::GetRecordsRequest {
-                    shard_iterator: it,
-                    limit,
-                })
-                .await
-                .map_err(|s| rpc_error("get-records", s))?
-                .into_inner();
-            let records: Vec<_> = r
-                .records
-                .iter()
-                .map(|x| {
-                    serde_json::json!({
-                        "SequenceNumber": x.sequence_number,
-                        "PartitionKey": x.partition_key,
-                        "Data": String::from_utf8_lossy(&x.data),
-                        "ApproximateArrivalTimestamp": x.approximate_arrival_ms,
-                    })
-                })
-                .collect();
-            serde_json::json!({"Records": records, "NextShardIterator": r.next_shard_iterator, "MillisBehindLatest": r.millis_behind_latest})
-        }
+        } => get_records(&endpoint, stream_name, shard_id, limit).await?,
         KinesisCmd::ListShards {
             stream_name,
             endpoint,
@@ -214,4 +180,49 @@ pub async fn kinesis(cmd: KinesisCmd) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// Reads a shard from TRIM_HORIZON, as `aws kinesis get-records` after
+/// `get-shard-iterator` would.
+async fn get_records(
+    endpoint: &EndpointArgs,
+    stream_name: String,
+    shard_id: String,
+    limit: u32,
+) -> anyhow::Result<serde_json::Value> {
+    let mut c = kinesis_client(endpoint).await?;
+    let it = c
+        .get_shard_iterator(pb::GetShardIteratorRequest {
+            stream_name,
+            shard_id,
+            shard_iterator_type: pb::ShardIteratorType::TrimHorizon as i32,
+            starting_sequence_number: String::new(),
+        })
+        .await
+        .map_err(|s| rpc_error("get-records", s))?
+        .into_inner()
+        .shard_iterator;
+    let r = c
+        .get_records(pb::GetRecordsRequest {
+            shard_iterator: it,
+            limit,
+        })
+        .await
+        .map_err(|s| rpc_error("get-records", s))?
+        .into_inner();
+    let records: Vec<_> = r
+        .records
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "SequenceNumber": x.sequence_number,
+                "PartitionKey": x.partition_key,
+                "Data": String::from_utf8_lossy(&x.data),
+                "ApproximateArrivalTimestamp": x.approximate_arrival_ms,
+            })
+        })
+        .collect();
+    Ok(
+        serde_json::json!({"Records": records, "NextShardIterator": r.next_shard_iterator, "MillisBehindLatest": r.millis_behind_latest}),
+    )
 }

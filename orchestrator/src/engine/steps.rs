@@ -3,10 +3,15 @@
 //! a channel), faults, live settings and Service Health Dashboard posts.
 
 use cascade_proto::supervisor as sv;
+use std::time::Duration;
+
+use cascade_proto::supervisor::supervisor_client::SupervisorClient;
 use tokio::sync::mpsc::UnboundedSender;
+use tonic::transport::Channel;
 
 use crate::clock::{parse_duration, to_wall};
 use crate::scenario::Action;
+use crate::supervisor::DEFAULT_RESTART_GRACE;
 
 /// Performs `a`; returns what happened, in one line.
 pub async fn apply(
@@ -35,46 +40,10 @@ pub async fn apply(
             interval,
             grace,
         } => {
-            let wall = |d: Option<&str>, default: &str, key: &str| -> anyhow::Result<_> {
-                let incident =
-                    parse_duration(key, d.unwrap_or(default)).map_err(anyhow::Error::msg)?;
-                Ok(to_wall(incident, time_scale))
-            };
-            let interval = wall(interval.as_deref(), "0s", "interval")?;
-            let grace = wall(
-                grace.as_deref(),
-                crate::supervisor::DEFAULT_RESTART_GRACE,
-                "grace",
-            )?;
-            // The restart proceeds in the supervisor; its progress goes to the journal.
-            let mut stream = c
-                .restart_frontends(sv::RestartRequest {
-                    batch: *batch,
-                    interval_ms: interval.as_millis() as u64,
-                    grace_ms: grace.as_millis() as u64,
-                })
-                .await?
-                .into_inner();
-            let progress = progress.clone();
-            tokio::spawn(async move {
-                loop {
-                    match stream.message().await {
-                        Ok(Some(p)) => {
-                            let _ = progress.send(p.detail);
-                        }
-                        Ok(None) => return,
-                        Err(e) => {
-                            let _ = progress.send(format!("restart failed: {}", e.message()));
-                            return;
-                        }
-                    }
-                }
-            });
-            format!(
-                "restarting {batch} at a time, {} wall between batches, {} wall grace",
-                humantime::format_duration(interval),
-                humantime::format_duration(grace)
-            )
+            let interval = incident_to_wall(interval.as_deref(), "0s", "interval", time_scale)?;
+            let grace =
+                incident_to_wall(grace.as_deref(), DEFAULT_RESTART_GRACE, "grace", time_scale)?;
+            restart(&mut c, *batch, interval, grace, progress).await?
         }
         Action::Inject { fault } => {
             let f = c
@@ -116,4 +85,54 @@ pub async fn apply(
             "posted".into()
         }
     })
+}
+
+/// An incident duration from a step (or its default), in wall time.
+fn incident_to_wall(
+    d: Option<&str>,
+    default: &str,
+    key: &str,
+    time_scale: f64,
+) -> anyhow::Result<Duration> {
+    let incident = parse_duration(key, d.unwrap_or(default)).map_err(anyhow::Error::msg)?;
+    Ok(to_wall(incident, time_scale))
+}
+
+/// Starts a rolling restart in the supervisor; its progress goes to the
+/// journal through `progress`.
+async fn restart(
+    c: &mut SupervisorClient<Channel>,
+    batch: u32,
+    interval: Duration,
+    grace: Duration,
+    progress: &UnboundedSender<String>,
+) -> anyhow::Result<String> {
+    let mut stream = c
+        .restart_frontends(sv::RestartRequest {
+            batch,
+            interval_ms: interval.as_millis() as u64,
+            grace_ms: grace.as_millis() as u64,
+        })
+        .await?
+        .into_inner();
+    let progress = progress.clone();
+    tokio::spawn(async move {
+        loop {
+            match stream.message().await {
+                Ok(Some(p)) => {
+                    let _ = progress.send(p.detail);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = progress.send(format!("restart failed: {}", e.message()));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(format!(
+        "restarting {batch} at a time, {} wall between batches, {} wall grace",
+        humantime::format_duration(interval),
+        humantime::format_duration(grace)
+    ))
 }

@@ -97,39 +97,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
         anyhow::anyhow!("{place}: {table}[{n}].{key}: {msg}")
     };
     let t = &scenario.topology;
-    if t.frontends == 0 || t.frontends > crate::supervisor::MAX_FLEET {
-        bail!(
-            "{}: topology.frontends: {} is out of range; use 1 to {}",
-            path.display(),
-            t.frontends,
-            crate::supervisor::MAX_FLEET
-        );
-    }
-    if t.thread_limit == 0 || t.thread_limit > crate::limits::MAX_THREAD_LIMIT {
-        bail!(
-            "{}: topology.thread_limit: {} is out of range; use 1 to {}",
-            path.display(),
-            t.thread_limit,
-            crate::limits::MAX_THREAD_LIMIT
-        );
-    }
-    if !(t.time_scale.is_finite() && t.time_scale > 0.0) {
-        bail!(
-            "{}: topology.time_scale: must be a positive number (e.g. 360)",
-            path.display()
-        );
-    }
-    for s in &t.services {
-        if Service::parse(s).is_none() {
-            bail!(
-                "{}: topology.services: unknown service {s:?}; valid: {}",
-                path.display(),
-                Service::ALL.map(Service::name).join(", ")
-            );
-        }
-    }
-    crate::topology::parse_services(&t.services.join(","))
-        .map_err(|e| anyhow::anyhow!("{}: topology.services: {e}", path.display()))?;
+    validate_topology(path, t)?;
     let services: Vec<&str> = t.services.iter().map(String::as_str).collect();
     let mut last = start;
     for (n, step) in scenario.steps.iter().enumerate() {
@@ -175,6 +143,44 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
             .map_err(|e| anyhow::anyhow!("{}: steady_state: {e}", path.display()))?;
     }
     Ok(scenario)
+}
+
+/// The topology's ranges and services (file-level errors: no line to point at).
+fn validate_topology(path: &Path, t: &super::Topology) -> anyhow::Result<()> {
+    if t.frontends == 0 || t.frontends > crate::supervisor::MAX_FLEET {
+        bail!(
+            "{}: topology.frontends: {} is out of range; use 1 to {}",
+            path.display(),
+            t.frontends,
+            crate::supervisor::MAX_FLEET
+        );
+    }
+    if t.thread_limit == 0 || t.thread_limit > crate::limits::MAX_THREAD_LIMIT {
+        bail!(
+            "{}: topology.thread_limit: {} is out of range; use 1 to {}",
+            path.display(),
+            t.thread_limit,
+            crate::limits::MAX_THREAD_LIMIT
+        );
+    }
+    if !(t.time_scale.is_finite() && t.time_scale > 0.0) {
+        bail!(
+            "{}: topology.time_scale: must be a positive number (e.g. 360)",
+            path.display()
+        );
+    }
+    for s in &t.services {
+        if Service::parse(s).is_none() {
+            bail!(
+                "{}: topology.services: unknown service {s:?}; valid: {}",
+                path.display(),
+                Service::ALL.map(Service::name).join(", ")
+            );
+        }
+    }
+    crate::topology::parse_services(&t.services.join(","))
+        .map_err(|e| anyhow::anyhow!("{}: topology.services: {e}", path.display()))?;
+    Ok(())
 }
 
 fn validate_action(a: &Action, services: &[&str]) -> Result<(), String> {

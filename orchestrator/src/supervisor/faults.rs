@@ -241,7 +241,7 @@ impl Supervisor {
         let mut fleet = self.fleet.lock().await;
         for inst in fleet.all_mut().filter(|i| targets.contains(&i.name)) {
             self.respawn(inst).await?;
-            super::fleet::wait_all_ready(std::slice::from_mut(inst)).await?;
+            super::readiness::wait_all_ready(std::slice::from_mut(inst)).await?;
         }
         self.publish_roster(&fleet);
         Ok((targets, Revert::Nothing))

@@ -5,8 +5,8 @@
 //! on any way out (Ctrl-C, SIGTERM, `cascade down`, an error) stops
 //! everything and removes what the run created.
 //!
-//! One concern a file: `fleet` (lifecycle), `restart` (the rolling
-//! restart), `watch` (observation and status), `alarm`, `faults`, `shd`,
+//! One concern a file: `fleet` (lifecycle), `readiness`, `restart` (the
+//! rolling restart), `watch` (observation and status), `alarm`, `faults`, `shd`,
 //! `settings`, and `api` (the gRPC handlers).
 
 mod alarm;
@@ -14,6 +14,7 @@ mod api;
 mod args;
 mod faults;
 mod fleet;
+mod readiness;
 mod restart;
 mod settings;
 mod shd;
@@ -146,7 +147,8 @@ impl Supervisor {
         self.add_frontends(&mut fleet, self.args.frontends).await?;
         // Customers come only once the fleet can route: every front-end's
         // shard map populated (a healthy fleet start is not an impairment).
-        let slow = fleet::maps_ready_within(&fleet.frontends, launcher::READY_DEADLINE, true).await;
+        let slow =
+            readiness::maps_ready_within(&fleet.frontends, launcher::READY_DEADLINE, true).await;
         if let Some((name, why)) = slow.first() {
             bail!(
                 "{name} (and {} more) still building its shard map after {:?}: {why}",

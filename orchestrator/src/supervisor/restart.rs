@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Supervisor;
-use super::fleet::{maps_ready_within, wait_all_ready};
+use super::readiness::{maps_ready_within, wait_all_ready};
 
 /// Incident time a restarted front-end has to get a ready shard map before
 /// the deployment judges it unhealthy (scenario steps' default).

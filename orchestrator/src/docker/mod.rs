@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+mod container;
+
 use anyhow::{Context, bail};
+
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerUpdateBody, EndpointSettings, HealthConfig, HostConfig,
@@ -16,8 +19,9 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, RestartContainerOptions, StopContainerOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
+pub use container::Container;
 
 /// Compose's project label; containers the orchestrator creates carry it, so
 /// `docker compose down` sees them as part of the project.
@@ -67,96 +71,6 @@ impl DockerArgs {
             v.push(format!("--play={p}"));
         }
         v
-    }
-}
-
-/// One container the supervisor watches: adopted from compose, or created.
-#[derive(Debug)]
-pub struct Container {
-    api: Docker,
-    /// Container id.
-    pub id: String,
-    /// Container name (for `docker logs`).
-    pub name: String,
-    /// Host pid of its init process (informational: not in our pid namespace).
-    pub pid: u32,
-    /// Created by this orchestrator (removed when stopped), rather than by compose.
-    pub owned: bool,
-}
-
-impl Container {
-    async fn refresh_pid(&mut self) {
-        if let Ok(i) = self
-            .api
-            .inspect_container(&self.id, None::<InspectContainerOptions>)
-            .await
-        {
-            self.pid = i.state.and_then(|s| s.pid).unwrap_or(0) as u32;
-        }
-    }
-
-    /// Stops it (SIGTERM, then SIGKILL after a grace); a created one is removed.
-    pub async fn stop(&mut self) {
-        let opts = StopContainerOptions {
-            t: Some(STOP_SECS),
-            signal: None,
-        };
-        if let Err(e) = self.api.stop_container(&self.id, Some(opts)).await {
-            tracing::warn!(container = %self.name, error = %e, "docker stop failed");
-        }
-        if self.owned {
-            self.remove().await;
-        }
-    }
-
-    async fn remove(&self) {
-        let opts = RemoveContainerOptions {
-            force: true,
-            v: true,
-            link: false,
-        };
-        if let Err(e) = self.api.remove_container(&self.id, Some(opts)).await {
-            tracing::warn!(container = %self.name, error = %e, "docker rm failed");
-        }
-    }
-
-    /// Removes a created container at once (failed start); leaves compose's alone.
-    pub fn kill(&mut self) {
-        if self.owned {
-            let api = self.api.clone();
-            let id = self.id.clone();
-            tokio::spawn(async move {
-                let opts = RemoveContainerOptions {
-                    force: true,
-                    v: true,
-                    link: false,
-                };
-                let _ = api.remove_container(&id, Some(opts)).await;
-            });
-        }
-    }
-
-    /// `docker restart`: the same container, address and `pids_limit`.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.restart_after(STOP_SECS).await
-    }
-
-    /// `docker restart -t 0`: SIGKILL, then start again at once.
-    pub async fn restart_now(&mut self) -> anyhow::Result<()> {
-        self.restart_after(0).await
-    }
-
-    async fn restart_after(&mut self, grace_secs: i32) -> anyhow::Result<()> {
-        let opts = RestartContainerOptions {
-            t: Some(grace_secs),
-            signal: None,
-        };
-        self.api
-            .restart_container(&self.id, Some(opts))
-            .await
-            .with_context(|| format!("docker restart {}", self.name))?;
-        self.refresh_pid().await;
-        Ok(())
     }
 }
 
@@ -293,35 +207,79 @@ impl DockerEnv {
         args: Vec<String>,
     ) -> anyhow::Result<(String, Container)> {
         if let Some(c) = self.find(name).await? {
-            let limit = self
-                .api
-                .inspect_container(&c.id, None::<InspectContainerOptions>)
-                .await
-                .ok()
-                .and_then(|i| i.host_config)
-                .and_then(|h| h.pids_limit)
-                .filter(|l| *l > 0)
-                .map(|l| l as u64);
-            if limit != self.pids_limit {
-                tracing::warn!(
-                    instance = name,
-                    compose = ?limit,
-                    flag = ?self.pids_limit,
-                    "the compose pids_limit differs from --thread-limit"
-                );
-            }
+            self.check_compose_limit(name, &c).await;
             tracing::info!(instance = name, container = %c.name, "adopted");
             return Ok((self.addr(name), c));
         }
         let addr = self.addr(name);
         let cname = format!("{}_{name}", self.project);
+        let body = self.frontend_body(name, index, args, &addr);
+        let created = self
+            .api
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(cname.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await
+            .with_context(|| format!("docker create {cname}"))?;
+        let mut c = Container {
+            api: self.api.clone(),
+            id: created.id,
+            name: cname.clone(),
+            pid: 0,
+            owned: true,
+        };
+        if let Err(e) = self.api.start_container(&c.id, None).await {
+            c.remove().await;
+            return Err(e).with_context(|| format!("docker start {cname}"));
+        }
+        c.refresh_pid().await;
+        self.remember(name, &c);
+        tracing::info!(instance = name, container = %cname, pids_limit = ?self.pids_limit, "front-end container started");
+        Ok((addr, c))
+    }
+
+    /// Warns when compose's `pids_limit` for `name` is not `--thread-limit`.
+    async fn check_compose_limit(&self, name: &str, c: &Container) {
+        let limit = self
+            .api
+            .inspect_container(&c.id, None::<InspectContainerOptions>)
+            .await
+            .ok()
+            .and_then(|i| i.host_config)
+            .and_then(|h| h.pids_limit)
+            .filter(|l| *l > 0)
+            .map(|l| l as u64);
+        if limit != self.pids_limit {
+            tracing::warn!(
+                instance = name,
+                compose = ?limit,
+                flag = ?self.pids_limit,
+                "the compose pids_limit differs from --thread-limit"
+            );
+        }
+    }
+
+    /// The create request of an added front-end: the same image, network and
+    /// `pids_limit` as compose's, with compose's labels so `docker compose
+    /// down` removes it.
+    fn frontend_body(
+        &self,
+        name: &str,
+        index: u32,
+        args: Vec<String>,
+        addr: &str,
+    ) -> ContainerCreateBody {
         let mut cmd = vec!["/bin/kinesis-frontend".to_owned()];
         cmd.extend(args);
         cmd.extend([
             "--listen".to_owned(),
             format!("0.0.0.0:{}", self.port),
             "--advertise".to_owned(),
-            addr.clone(),
+            addr.to_owned(),
         ]);
         let labels = HashMap::from([
             (LABEL_PROJECT.to_owned(), self.project.clone()),
@@ -339,7 +297,7 @@ impl DockerEnv {
                 .iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))),
         );
-        let body = ContainerCreateBody {
+        ContainerCreateBody {
             hostname: Some(name.to_owned()),
             image: Some(self.image.clone()),
             cmd: Some(cmd),
@@ -372,33 +330,7 @@ impl DockerEnv {
                 )])),
             }),
             ..Default::default()
-        };
-        let created = self
-            .api
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(cname.clone()),
-                    platform: String::new(),
-                }),
-                body,
-            )
-            .await
-            .with_context(|| format!("docker create {cname}"))?;
-        let mut c = Container {
-            api: self.api.clone(),
-            id: created.id,
-            name: cname.clone(),
-            pid: 0,
-            owned: true,
-        };
-        if let Err(e) = self.api.start_container(&c.id, None).await {
-            c.remove().await;
-            return Err(e).with_context(|| format!("docker start {cname}"));
         }
-        c.refresh_pid().await;
-        self.remember(name, &c);
-        tracing::info!(instance = name, container = %cname, pids_limit = ?self.pids_limit, "front-end container started");
-        Ok((addr, c))
     }
 
     fn id_of(&self, instance: &str) -> anyhow::Result<String> {
