@@ -60,6 +60,11 @@ pub struct Meta {
     /// Seed of every random choice (overridden by `--seed`).
     #[serde(default)]
     pub seed: u64,
+    /// Incident clock by which the run ends at the latest (it ends earlier
+    /// once every step ran, every expectation is decided, every service
+    /// has recovered and the steady state holds again).
+    #[serde(default)]
+    pub end: Option<String>,
 }
 
 fn default_start() -> String {
@@ -202,13 +207,110 @@ pub enum Condition {
         outcome: Outcome,
     },
     /// The order of degradation: every listed service has been impaired,
-    /// each no earlier than the one before it. Health is judged over a
-    /// window of customer calls (5 s of wall time), so onsets closer than
-    /// one window count as simultaneous.
+    /// each at least one observation interval after the one before it
+    /// (onsets closer than that are a tie, never "in order"). A list in
+    /// the list names services that must be impaired together (a tie).
     ImpairedInOrder {
-        /// Services, earliest first.
-        services: Vec<String>,
+        /// Services (or lists of services impaired together), earliest first.
+        services: Vec<OrderItem>,
     },
+    /// A mechanism at work, read from a service's own gauge (summed over its
+    /// instances). A gauge the service does not report fails the check.
+    Gauge {
+        /// The service whose instances report the gauge.
+        service: String,
+        /// The gauge's name in the service's Control status.
+        gauge: String,
+        /// Holds when the value is at least this.
+        #[serde(default)]
+        at_least: Option<f64>,
+        /// Holds when the value is at most this.
+        #[serde(default)]
+        at_most: Option<f64>,
+        /// Holds when the (text) value is exactly this.
+        #[serde(default)]
+        equals: Option<String>,
+        /// Holds when a counter grew over the last health window.
+        #[serde(default)]
+        rising: bool,
+    },
+    /// Every listed condition at once (a symptom and its mechanism).
+    All {
+        /// The conditions.
+        of: Vec<Condition>,
+    },
+}
+
+/// One place in an `impaired-in-order` chain.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OrderItem {
+    /// One service.
+    One(String),
+    /// Services impaired together (within one observation interval).
+    Together(Vec<String>),
+}
+
+impl OrderItem {
+    /// The services at this place.
+    pub fn services(&self) -> &[String] {
+        match self {
+            OrderItem::One(s) => std::slice::from_ref(s),
+            OrderItem::Together(v) => v,
+        }
+    }
+}
+
+impl Condition {
+    /// Whether the condition records something that happened (a step, an
+    /// order of onsets, a count reached): once true it stays true, so it
+    /// holds once, without a duration.
+    pub fn is_event(&self) -> bool {
+        matches!(
+            self,
+            Condition::Step { .. }
+                | Condition::ImpairedInOrder { .. }
+                | Condition::RestartRemovals { .. }
+                | Condition::ThreadAlarms { .. }
+        )
+    }
+}
+
+/// How long an expectation's condition must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// At one observation (written `once = true`, or an event condition).
+    Once,
+    /// Without a break for this long (incident time), written `for = "20m"`.
+    For(Duration),
+    /// At every observation from `after` to `by`.
+    Throughout,
+}
+
+impl Expectation {
+    /// How long the condition must hold (checked at parse time).
+    pub fn hold(&self) -> Result<Hold, String> {
+        let hold_for = match &self.hold_for {
+            Some(d) => Some(crate::clock::parse_duration("for", d)?),
+            None => None,
+        };
+        match (hold_for, self.throughout, self.once) {
+            (Some(_), true, _) | (Some(_), _, true) | (_, true, true) => {
+                Err("for, throughout and once exclude each other; give one".into())
+            }
+            _ if self.condition.is_event() && (hold_for.is_some() || self.throughout) => Err(
+                "this check records something that happened and holds once it has; drop for/throughout".into(),
+            ),
+            (Some(d), _, _) if d.is_zero() => Err("for: give a duration above 0 (e.g. \"20m\")".into()),
+            (Some(d), _, _) => Ok(Hold::For(d)),
+            (None, true, _) => Ok(Hold::Throughout),
+            (None, false, true) => Ok(Hold::Once),
+            (None, false, false) if self.condition.is_event() => Ok(Hold::Once),
+            (None, false, false) => Err(
+                "say how long it must hold: for = \"20m\" (without a break), throughout = true (from after to by) or once = true (one observation)".into(),
+            ),
+        }
+    }
 }
 
 /// The health a `health` condition asks for.
@@ -286,9 +388,16 @@ pub struct Expectation {
     #[serde(default)]
     pub after: Option<String>,
     /// Whether the condition must hold at every observation from `after`
-    /// to `by` (e.g. "recovery stalls"), rather than at some point before `by`.
+    /// to `by` (e.g. "recovery stalls").
     #[serde(default)]
     pub throughout: bool,
+    /// How long (incident time) the condition must hold without a break,
+    /// somewhere between `after` and `by`, e.g. "20m".
+    #[serde(default, rename = "for")]
+    pub hold_for: Option<String>,
+    /// Whether a single observation is enough (it must be written so).
+    #[serde(default)]
+    pub once: bool,
     /// What must hold.
     #[serde(flatten)]
     pub condition: Condition,

@@ -92,6 +92,17 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
     })?;
     let start = parse_when(&scenario.scenario.start, 0)
         .map_err(|e| anyhow::anyhow!("{}: scenario.start: {e}", path.display()))?;
+    if let Some(end) = &scenario.scenario.end {
+        let at = parse_when(end, start)
+            .map_err(|e| anyhow::anyhow!("{}: scenario.end: {e}", path.display()))?;
+        if at <= start {
+            bail!(
+                "{}: scenario.end: {end} is not after the start {}",
+                path.display(),
+                clock(start)
+            );
+        }
+    }
     let fail = |table: &str, n: usize, key: &str, msg: String| {
         let place = table_offset(text, table, n).map_or_else(|| path.display().to_string(), at);
         anyhow::anyhow!("{place}: {table}[{n}].{key}: {msg}")
@@ -134,6 +145,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
             parse_when(a, start).map_err(|e| fail("expect", n, "after", e))?;
         }
         validate_condition(&x.condition, &services).map_err(|e| fail("expect", n, "check", e))?;
+        x.hold().map_err(|e| fail("expect", n, "for", e))?;
     }
     for (n, c) in scenario.aborts.iter().enumerate() {
         validate_condition(c, &services).map_err(|e| fail("abort", n, "check", e))?;
@@ -246,15 +258,65 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
         | Condition::ReadyFrontends { .. } => Ok(()),
         Condition::ImpairedInOrder { services: list } => {
             if list.len() < 2 {
-                return Err("services: list at least two services, earliest first".into());
+                return Err("services: list at least two places, earliest first".into());
             }
-            match list.iter().find(|x| !services.contains(&x.as_str())) {
+            let all: Vec<&String> = list.iter().flat_map(|i| i.services()).collect();
+            if let Some(i) = list
+                .iter()
+                .find(|i| i.services().len() < 2 && matches!(i, super::OrderItem::Together(_)))
+            {
+                return Err(format!(
+                    "services: {i:?}: a list of services impaired together names at least two"
+                ));
+            }
+            match all.iter().find(|x| !services.contains(&x.as_str())) {
                 Some(x) => Err(format!(
                     "services: unknown service {x:?}; this topology runs: {}",
                     services.join(", ")
                 )),
                 None => Ok(()),
             }
+        }
+        Condition::Gauge {
+            service,
+            gauge,
+            at_least,
+            at_most,
+            equals,
+            rising,
+        } => {
+            if !services.contains(&service.as_str()) || service == "kinesis" {
+                return Err(format!(
+                    "service: {service:?} reports no gauges here; gauges come from: {}",
+                    services
+                        .iter()
+                        .filter(|s| **s != "kinesis")
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if gauge.is_empty() {
+                return Err("gauge: name the gauge, e.g. blocked_handlers".into());
+            }
+            let tests = [
+                at_least.is_some(),
+                at_most.is_some(),
+                equals.is_some(),
+                *rising,
+            ];
+            if tests.iter().filter(|t| **t).count() != 1 {
+                return Err(
+                    "give exactly one of at_least, at_most, equals or rising = true".into(),
+                );
+            }
+            Ok(())
+        }
+        Condition::All { of } => {
+            if of.len() < 2 {
+                return Err("of: list at least two conditions".into());
+            }
+            of.iter().try_for_each(|c| validate_condition(c, services))
         }
     }
 }
@@ -286,6 +348,7 @@ by = "+2h"
 check = "health"
 service = "kinesis"
 is = "impaired"
+for = "30m"
 "#;
 
     fn err(text: &str) -> String {
@@ -352,11 +415,19 @@ is = "impaired"
     #[test]
     fn new_conditions_parse_and_bad_ones_name_what_is_valid() {
         let order = GOOD.replace(
-            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
-            "check = \"impaired-in-order\"\nservices = [\"kinesis\", \"cognito\"]\nthroughout = true",
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"\nfor = \"30m\"",
+            "check = \"impaired-in-order\"\nservices = [\"kinesis\", \"cognito\"]",
         );
         let s = parse(Path::new("s.toml"), &order).expect("impaired-in-order parses");
-        assert!(s.expectations[0].throughout);
+        assert_eq!(s.expectations[0].hold(), Ok(crate::scenario::Hold::Once));
+        let e = err(&order.replace(
+            "check = \"impaired-in-order\"",
+            "check = \"impaired-in-order\"\nthroughout = true",
+        ));
+        assert!(
+            e.contains("expect[0].for") && e.contains("holds once it has"),
+            "{e}"
+        );
         let e = err(&order.replace("\"cognito\"]", "\"dynamo\"]"));
         assert!(
             e.contains("dynamo") && e.contains("kinesis, cognito"),
@@ -372,5 +443,50 @@ is = "impaired"
             "do = \"restart-frontends\"\nbatch = 2\ngrace = \"soon\"",
         );
         assert!(err(&restart).contains("grace"), "{}", err(&restart));
+    }
+
+    #[test]
+    fn a_state_check_says_how_long_it_must_hold() {
+        let e = err(&GOOD.replace("for = \"30m\"\n", ""));
+        assert!(
+            e.contains("expect[0].for") && e.contains("once = true"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("for = \"30m\"", "for = \"30m\"\nthroughout = true"));
+        assert!(e.contains("exclude each other"), "{e}");
+        let s = parse(
+            Path::new("s.toml"),
+            &GOOD.replace("for = \"30m\"", "once = true"),
+        )
+        .expect("once parses");
+        assert_eq!(s.expectations[0].hold(), Ok(crate::scenario::Hold::Once));
+    }
+
+    #[test]
+    fn gauges_and_groups_parse_and_bad_ones_name_what_is_valid() {
+        let mechanism = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"",
+            "check = \"all\"\nof = [\n  { check = \"health\", service = \"cognito\", is = \"impaired\" },\n  { check = \"gauge\", service = \"cognito\", gauge = \"blocked_handlers\", at_least = 1 },\n]",
+        );
+        parse(Path::new("s.toml"), &mechanism).expect("a symptom with its mechanism parses");
+        let e = err(&mechanism.replace("at_least = 1", "at_least = 1, at_most = 3"));
+        assert!(e.contains("exactly one of at_least"), "{e}");
+        let e = err(&mechanism.replace(
+            "service = \"cognito\", gauge",
+            "service = \"kinesis\", gauge",
+        ));
+        assert!(e.contains("reports no gauges"), "{e}");
+        let group = GOOD.replace(
+            "check = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"\nfor = \"30m\"",
+            "check = \"impaired-in-order\"\nservices = [[\"kinesis\", \"cognito\"], \"kinesis\"]",
+        );
+        parse(Path::new("s.toml"), &group).expect("a list of services impaired together parses");
+        let e = err(&group.replace("[[\"kinesis\", \"cognito\"]", "[[\"kinesis\"]"));
+        assert!(e.contains("at least two"), "{e}");
+        let e = err(&GOOD.replace("start = \"02:30\"", "start = \"02:30\"\nend = \"02:00\""));
+        assert!(
+            e.contains("scenario.end") && e.contains("not after the start"),
+            "{e}"
+        );
     }
 }
