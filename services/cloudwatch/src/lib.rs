@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, TimeArgs};
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cloudwatch as pb;
@@ -40,8 +41,9 @@ pub const MAX_DATAPOINTS_PER_GET: usize = 100_800;
 const INGEST_TICK: Duration = Duration::from_millis(200);
 /// How often the backfiller tries to move buffered datapoints to Kinesis.
 const BACKFILL_TICK: Duration = Duration::from_millis(500);
-/// How long the metrics stream may take to be created at start.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries creating the metrics stream: every 500 ms for 20 s.
+const STARTUP_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(500), Duration::from_secs(20));
 /// Shards of the metrics stream.
 const STREAM_SHARDS: u32 = 2;
 
@@ -858,33 +860,25 @@ pub async fn run(
     let mut server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
     let mut tasks = Vec::new();
 
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    let ready = loop {
-        let attempt = tokio::select! {
-            r = producer.ensure_stream(&stream, STREAM_SHARDS) => r,
-            _ = shutdown.cancelled() => break Ok(()),
-        };
-        match attempt {
-            Ok(()) => {
-                tracing::info!(%stream, fleet = %fleet, "metrics stream ready");
-                // The pipeline's tasks start once the stream they read exists.
-                tasks = cw.spawn_tasks(&shutdown);
-                serve::set_serving(&health, true).await;
-                break Ok(());
-            }
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "metrics stream not ready yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.cancelled() => break Ok(()),
-                }
-            }
-            Err(e) => {
-                break Err(anyhow::anyhow!(
-                    "Kinesis: cannot create stream {stream:?} through fleet {fleet:?} within {STARTUP_DEADLINE:?}: {e}"
-                ));
-            }
+    let ready = match retry_until(
+        STARTUP_RETRY,
+        &shutdown,
+        || producer.ensure_stream(&stream, STREAM_SHARDS),
+        |e| tracing::debug!(error = %e, "metrics stream not ready yet"),
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!(%stream, fleet = %fleet, "metrics stream ready");
+            // The pipeline's tasks start once the stream they read exists.
+            tasks = cw.spawn_tasks(&shutdown);
+            serve::set_serving(&health, true).await;
+            Ok(())
         }
+        Err(RetryError::Cancelled { .. }) => Ok(()),
+        Err(RetryError::DeadlinePassed { deadline, last, .. }) => Err(anyhow::anyhow!(
+            "Kinesis: cannot create stream {stream:?} through fleet {fleet:?} within {deadline:?}: {last}"
+        )),
     };
     let result = match ready {
         Ok(()) => tokio::select! {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, StreamReader, TimeArgs};
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
 use cascade_core::{ServiceError, clients, now_ms};
 use cascade_proto::control::ProcessStatus;
@@ -31,8 +32,9 @@ const DELIVER_TIMEOUT: Duration = Duration::from_secs(1);
 const BUS_SHARDS: u32 = 2;
 /// Records read per shard per dispatcher poll.
 const POLL_LIMIT: u32 = 500;
-/// How long start-up waits for Kinesis before giving up.
-const BOOT_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries Kinesis: every 200 ms for 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(200), Duration::from_secs(20));
 
 /// EventBridge settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -390,31 +392,25 @@ pub async fn run(
     let routes = routes.add_service(EventBridgeServer::new(Api(bus.clone())));
     let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
 
-    let until = Instant::now() + BOOT_DEADLINE;
-    loop {
-        match bus
-            .kinesis
-            .ensure_stream(&bus.config.bus_stream, BUS_SHARDS)
-            .await
-        {
-            Ok(()) => break,
-            Err(e) if Instant::now() >= until => {
-                shutdown.cancel();
-                let _ = server.await;
-                anyhow::bail!(
-                    "Kinesis: cannot create the event bus stream {:?} after {BOOT_DEADLINE:?}: {}",
-                    bus.config.bus_stream,
-                    Status::from(e).message()
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %Status::from(e).message(), "Kinesis not ready for the event bus; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        }
+    let booted = retry_until(
+        BOOT_RETRY,
+        &shutdown,
+        || {
+            bus.kinesis
+                .ensure_stream(&bus.config.bus_stream, BUS_SHARDS)
+        },
+        |e| tracing::warn!(error = %e.message(), "Kinesis not ready for the event bus; retrying"),
+    )
+    .await;
+    // Cancelled: the server is draining already and is awaited below.
+    if let Err(RetryError::DeadlinePassed { deadline, last, .. }) = booted {
+        shutdown.cancel();
+        let _ = server.await;
+        anyhow::bail!(
+            "Kinesis: cannot create the event bus stream {:?} after {deadline:?}: {}",
+            bus.config.bus_stream,
+            last.message()
+        );
     }
     serve::set_serving(&health, true).await;
     let dispatcher = tokio::spawn(dispatch_loop(bus.clone(), targets, shutdown.clone()));

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cascade_core::clients;
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
 use cascade_proto::control::{FrontendStatus, ProcessStatus};
 use cascade_proto::frontend::{PeerMessage, ShardOwnership};
@@ -448,25 +449,38 @@ async fn accept_loop(
     }
 }
 
-async fn retry<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> anyhow::Result<T>
+/// How a booting front-end retries each step: every 200 ms for 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(200), Duration::from_secs(20));
+
+/// One start-up step, retried under [`BOOT_RETRY`]: `true` once it
+/// succeeded, `false` when shutdown came first.
+async fn boot_step<F, Fut>(what: &str, shutdown: &CancellationToken, f: F) -> anyhow::Result<bool>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
-    let until = Instant::now() + deadline;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= until => {
-                return Err(anyhow::anyhow!("{what}: {e}"))
-                    .context(format!("gave up after {deadline:?}"));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    let on_retry = |e: &tonic::Status| tracing::warn!(error = %e, "{what} failed; retrying");
+    match retry_until(BOOT_RETRY, shutdown, f, on_retry).await {
+        Ok(()) => Ok(true),
+        Err(RetryError::Cancelled { .. }) => Ok(false),
+        Err(RetryError::DeadlinePassed { deadline, last, .. }) => {
+            Err(anyhow::anyhow!("{what}: {last}")).context(format!("gave up after {deadline:?}"))
         }
     }
+}
+
+/// Registers, reads the metadata store and lists members, each retried;
+/// `false` when shutdown came first.
+async fn boot(fe: &Frontend, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    Ok(
+        boot_step("register with membership", shutdown, || fe.register()).await?
+            && boot_step("read the metadata store", shutdown, || {
+                fe.refresh_metadata()
+            })
+            .await?
+            && boot_step("list members", shutdown, || fe.poll_membership()).await?,
+    )
 }
 
 /// Runs a front-end on `listener` until `shutdown` is cancelled.
@@ -534,16 +548,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let boot = Duration::from_secs(20);
-    retry("register with membership", boot, || frontend.register()).await?;
-    retry("read the metadata store", boot, || {
-        frontend.refresh_metadata()
-    })
-    .await?;
-    retry("list members", boot, || frontend.poll_membership()).await?;
-    serve::set_serving(&health, true).await;
-
-    let loops = spawn_loops(frontend.clone(), shutdown.clone());
+    let loops = if boot(&frontend, &shutdown).await? {
+        serve::set_serving(&health, true).await;
+        spawn_loops(frontend.clone(), shutdown.clone())
+    } else {
+        tracing::info!("shut down during start-up");
+        Vec::new()
+    };
     let result = server.await.context("server task")?;
     accept.abort();
     for l in loops {
