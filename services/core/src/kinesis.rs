@@ -266,6 +266,9 @@ impl StreamReader {
     }
 }
 
+// Its old path, kept so the orchestrator's `cascade_core::kinesis::parse_time_scale` resolves.
+pub use crate::parse::parse_time_scale;
+
 /// The incident clock: `--time-scale` incident seconds per wall second.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct TimeArgs {
@@ -278,15 +281,5 @@ impl TimeArgs {
     /// Wall time of `incident_secs` incident seconds.
     pub fn wall(&self, incident_secs: f64) -> Duration {
         Duration::from_secs_f64(incident_secs / self.time_scale)
-    }
-}
-
-/// Parses a positive, finite time scale.
-pub fn parse_time_scale(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a positive number of incident seconds per wall second (e.g. 360)"
-        )),
     }
 }

@@ -1,8 +1,8 @@
 //! Shared library for every Cascade service: server bootstrap (health,
 //! reflection, Control), the fault layer, one error mapping, telemetry,
 //! shutdown and the start-up retry, the fixed thread budget of a process,
-//! kernel thread-limit enforcement, and the Kinesis key-space helpers both
-//! Kinesis tiers agree on.
+//! kernel thread-limit enforcement, shared flag parsers, and the Kinesis
+//! key-space helpers both Kinesis tiers agree on.
 
 pub mod binary;
 pub mod clients;
@@ -11,6 +11,7 @@ pub mod fault;
 pub mod keyspace;
 pub mod kinesis;
 pub mod listen;
+pub mod parse;
 pub mod retry;
 pub mod runtime;
 pub mod serve;

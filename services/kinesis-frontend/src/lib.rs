@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cascade_core::clients;
+use cascade_core::parse::{parse_fraction, parse_time_scale};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
 use cascade_proto::control::{FrontendStatus, ProcessStatus};
@@ -103,26 +104,6 @@ pub struct FrontendConfig {
     /// retries: four times the snapshot cost by default.
     #[arg(long, default_value = "12m", value_parser = humantime::parse_duration)]
     pub snapshot_timeout: Duration,
-}
-
-fn parse_time_scale(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!(
-            "{s} must be a positive number of incident seconds per wall second"
-        ))
-    }
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{s} must be between 0 and 1"))
-    }
 }
 
 impl FrontendConfig {
