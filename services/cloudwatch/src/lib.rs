@@ -11,8 +11,8 @@ pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +25,7 @@ use cascade_proto::cloudwatch::cloud_watch_server::{
     CloudWatch as CloudWatchApi, CloudWatchServer,
 };
 use cascade_proto::control::ProcessStatus;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -145,11 +146,6 @@ pub struct CloudWatch {
     inner: Arc<Inner>,
 }
 
-/// Locks `m`; a panic elsewhere leaves plain data behind, so keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Logs a loop's failures once when they start and once when they stop, not every tick.
 #[derive(Debug, Default)]
 struct FailureLog {
@@ -226,7 +222,7 @@ impl CloudWatch {
     /// Turning it off keeps the store, so what it holds is still backfilled.
     pub fn set_local_buffer(&self, on: bool) -> Result<(), ServiceError> {
         if on {
-            let mut g = lock(&self.inner.store);
+            let mut g = self.inner.store.lock();
             if g.is_none() {
                 let dir = &self.inner.config.local_buffer_dir;
                 *g = Some(LocalStore::open(dir).map_err(|e| {
@@ -346,7 +342,7 @@ impl CloudWatch {
         let store = self.inner.store.clone();
         let dir = self.inner.config.local_buffer_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let mut g = lock(&store);
+            let mut g = store.lock();
             let s = match g.as_mut() {
                 Some(s) => s,
                 None => {
@@ -370,19 +366,19 @@ impl CloudWatch {
         end_ms: i64,
     ) -> BTreeMap<PointKey, f64> {
         // Lock order everywhere: series, in_flight, store.
-        let series = lock(&self.inner.series);
+        let series = self.inner.series.lock();
         let mut out: BTreeMap<PointKey, f64> = series
             .range(ns, metric, start_ms, end_ms)
             .into_iter()
             .collect();
         if self.local_buffer_on() {
-            let in_flight = lock(&self.inner.in_flight);
+            let in_flight = self.inner.in_flight.lock();
             for p in in_flight.values() {
                 if p.ns == ns && p.metric == metric && (start_ms..=end_ms).contains(&p.ts) {
                     out.entry(p.key()).or_insert(p.value);
                 }
             }
-            let store = lock(&self.inner.store);
+            let store = self.inner.store.lock();
             if let Some(s) = store.as_ref() {
                 for p in s.range(ns, metric, start_ms, end_ms) {
                     out.entry(p.key()).or_insert(p.value);
@@ -436,7 +432,7 @@ impl CloudWatch {
         let def = AlarmDef::from_request(r)?;
         let now = now_ms();
         {
-            let mut alarms = lock(&self.inner.alarms);
+            let mut alarms = self.inner.alarms.lock();
             match alarms.get_mut(&def.name) {
                 Some(e) => e.def = def,
                 None => {
@@ -453,7 +449,7 @@ impl CloudWatch {
         &self,
         r: pb::DescribeAlarmsRequest,
     ) -> Result<pb::DescribeAlarmsResponse, ServiceError> {
-        let alarms = lock(&self.inner.alarms);
+        let alarms = self.inner.alarms.lock();
         let out = if r.alarm_names.is_empty() {
             alarms.values().map(AlarmEntry::to_proto).collect()
         } else {
@@ -479,7 +475,10 @@ impl CloudWatch {
 
     /// Evaluates every alarm over the window ending at `now`.
     pub fn evaluate_alarms(&self, now: i64) {
-        let defs: Vec<AlarmDef> = lock(&self.inner.alarms)
+        let defs: Vec<AlarmDef> = self
+            .inner
+            .alarms
+            .lock()
             .values()
             .map(|e| e.def.clone())
             .collect();
@@ -498,7 +497,7 @@ impl CloudWatch {
                 (d.name.clone(), d.evaluate(&values))
             })
             .collect();
-        let mut alarms = lock(&self.inner.alarms);
+        let mut alarms = self.inner.alarms.lock();
         for (name, (state, reason)) in results {
             let Some(e) = alarms.get_mut(&name) else {
                 continue;
@@ -529,8 +528,8 @@ impl CloudWatch {
         }
         let mut fresh = 0;
         {
-            let mut series = lock(&self.inner.series);
-            let mut in_flight = lock(&self.inner.in_flight);
+            let mut series = self.inner.series.lock();
+            let mut in_flight = self.inner.in_flight.lock();
             for p in &points {
                 // Dedup by id: a datapoint put twice (backfill retried) counts once.
                 if series.insert(p) {
@@ -563,7 +562,7 @@ impl CloudWatch {
         let mut failure = None;
         let mut any_expired = false;
         loop {
-            let batch = match lock(&self.inner.store).as_ref() {
+            let batch = match self.inner.store.lock().as_ref() {
                 Some(s) => s.batch_after(cursor.as_ref(), MAX_RECORDS_PER_PUT),
                 None => return Ok(0),
             };
@@ -581,7 +580,7 @@ impl CloudWatch {
                 .collect();
             match self.inner.pipeline.put_records(records).await {
                 Ok(()) => {
-                    let mut in_flight = lock(&self.inner.in_flight);
+                    let mut in_flight = self.inner.in_flight.lock();
                     for p in live {
                         sent.insert(p.key());
                         in_flight.insert(p.key(), p);
@@ -594,14 +593,17 @@ impl CloudWatch {
             }
         }
         // Expired points are also found past the failure point, so look once more.
-        any_expired |= lock(&self.inner.store)
+        any_expired |= self
+            .inner
+            .store
+            .lock()
             .as_ref()
             .and_then(|s| s.batch_after(None, 1).first().map(|p| p.ts < cutoff))
             .unwrap_or(false);
         if !sent.is_empty() || any_expired {
             let store = self.inner.store.clone();
             let (backfilled, expired) = tokio::task::spawn_blocking(move || {
-                let mut g = lock(&store);
+                let mut g = store.lock();
                 let Some(s) = g.as_mut() else {
                     return Ok((0, 0));
                 };
@@ -640,7 +642,10 @@ impl CloudWatch {
                 tracing::info!(backfilled, "local store: backfilled datapoints to Kinesis");
             }
             // In-flight points older than the retention would never be read back.
-            lock(&self.inner.in_flight).retain(|(ts, _), _| *ts >= cutoff);
+            self.inner
+                .in_flight
+                .lock()
+                .retain(|(ts, _), _| *ts >= cutoff);
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(backfilled),
@@ -719,7 +724,7 @@ impl StatusSource for CloudWatch {
         let i = &self.inner;
         let c = &i.counters;
         let (in_alarm, insufficient) = {
-            let alarms = lock(&i.alarms);
+            let alarms = i.alarms.lock();
             (
                 alarms
                     .values()
@@ -731,8 +736,8 @@ impl StatusSource for CloudWatch {
                     .count(),
             )
         };
-        let buffered = lock(&i.store).as_ref().map_or(0, LocalStore::len);
-        let series = lock(&i.series).series_count();
+        let buffered = i.store.lock().as_ref().map_or(0, LocalStore::len);
+        let series = i.series.lock().series_count();
         let on_off = if self.local_buffer_on() { "on" } else { "off" };
         let info = [
             ("local_buffer", on_off.to_owned()),

@@ -6,12 +6,13 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cascade_core::ServiceError;
 use cascade_core::kinesis::KinesisProducer;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -180,8 +181,7 @@ impl AccessLogBuffer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is plain data; a panic elsewhere leaves it usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Appends one record. In bug mode this waits, with no timeout of its own,
@@ -394,7 +394,7 @@ mod tests {
             if self.down.load(Ordering::Relaxed) {
                 return Err(ServiceError::unavailable("fake Kinesis is down"));
             }
-            let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.accepted.lock();
             a.extend(records.into_iter().map(|(_, d)| d));
             Ok(())
         }
@@ -545,7 +545,7 @@ mod tests {
         assert_eq!(buffer.stats().records, 4);
         sink.down.store(false, Ordering::Relaxed);
         eventually("an empty buffer", || buffer.stats().records == 0).await;
-        let accepted = sink.accepted.lock().map(|a| a.len()).unwrap_or(0);
+        let accepted = sink.accepted.lock().len();
         assert_eq!(accepted, 4);
         shutdown.cancel();
         assert!(

@@ -10,8 +10,8 @@ pub mod shardmap;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,6 +26,7 @@ use cascade_proto::kinesis::kinesis_client::KinesisClient;
 use cascade_proto::kinesis::kinesis_server::KinesisServer;
 use cascade_proto::kinesis::membership_client::MembershipClient;
 use cascade_proto::kinesis::metadata_client::MetadataClient;
+use parking_lot::{Mutex, MutexGuard};
 use rand::{Rng as _, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -141,7 +142,7 @@ pub struct Frontend {
 
 impl Frontend {
     fn map(&self) -> MutexGuard<'_, ShardMap> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock()
     }
 
     /// A worker slot for one request, or UNAVAILABLE naming who holds them.
@@ -167,7 +168,7 @@ impl Frontend {
         &self,
         owner: &str,
     ) -> Result<KinesisClient<Channel>, cascade_core::ServiceError> {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owners = self.owners.lock();
         if let Some(c) = owners.get(owner) {
             return Ok(c.clone());
         }

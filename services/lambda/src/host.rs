@@ -31,7 +31,7 @@ pub struct InvocationHost {
     /// Whether the last invocation was refused, to log only transitions.
     refusing: AtomicBool,
     /// Real bytes held by the `memory_hog` fault (charged to the budget).
-    hog: std::sync::Mutex<Vec<u8>>,
+    hog: parking_lot::Mutex<Vec<u8>>,
 }
 
 impl InvocationHost {
@@ -48,7 +48,7 @@ impl InvocationHost {
             invocations_ok: AtomicU64::new(0),
             invocations_refused: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
-            hog: std::sync::Mutex::new(Vec::new()),
+            hog: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -185,7 +185,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
                         self.budget.limit()
                     )));
                 }
-                let mut hog = self.hog.lock().unwrap_or_else(|p| p.into_inner());
+                let mut hog = self.hog.lock();
                 *hog = vec![0xA5; bytes as usize];
                 self.budget.set_hog(bytes);
                 Ok(bytes.to_string())
