@@ -14,7 +14,6 @@ use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cognito as pb;
 use cascade_proto::cognito::cognito_server::Cognito;
 use cascade_proto::control::ProcessStatus;
-use rand::Rng;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -85,17 +84,9 @@ struct AccessRecord<'a> {
     region: &'a str,
 }
 
+/// A fresh request id: a random UUID.
 fn request_id() -> String {
-    let v: u128 = rand::rng().random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    cascade_core::random_uuid()
 }
 
 /// Shared state of one Cognito instance.

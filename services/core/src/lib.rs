@@ -28,3 +28,22 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A random (version 4) UUID, hyphenated: request and event ids, as AWS's.
+pub fn random_uuid() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_uuids_are_hyphenated_v4_and_distinct() {
+        let a = super::random_uuid();
+        let parsed = uuid::Uuid::parse_str(&a).expect("parses back");
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.hyphenated().to_string(), a);
+        assert_ne!(a, super::random_uuid());
+    }
+}

@@ -158,18 +158,9 @@ pub fn validate_entries(entries: &[pb::EventEntry]) -> Result<(), ServiceError> 
     Ok(())
 }
 
-/// A fresh, UUID-shaped event id.
+/// A fresh event id: a random UUID.
 fn event_id() -> String {
-    let v: u128 = rand::random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    cascade_core::random_uuid()
 }
 
 #[tonic::async_trait]
