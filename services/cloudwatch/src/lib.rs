@@ -772,13 +772,7 @@ impl StatusSource for CloudWatch {
             ("kinesis_fleet", i.config.kinesis.kinesis_fleet.clone()),
             ("metrics_stream", i.config.metrics_stream.clone()),
         ];
-        ProcessStatus {
-            name: i.config.instance_id.clone(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info: info.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        }
+        serve::process_status(i.config.instance_id.clone(), info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {

@@ -256,17 +256,8 @@ impl StatusSource for EcsProcess {
                 "service_cpu",
                 f64::from_bits(self.service_cpu.load(Ordering::Relaxed)).to_string(),
             ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "ecs".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        serve::process_status("ecs", info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {

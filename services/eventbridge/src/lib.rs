@@ -301,17 +301,8 @@ impl StatusSource for Bus {
                 s.last_consumed_put_at_ms.to_string(),
             ),
             ("bus_stream", self.config.bus_stream.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "eventbridge".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        serve::process_status("eventbridge", info)
     }
 }
 

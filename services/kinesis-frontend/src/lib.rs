@@ -301,13 +301,8 @@ impl StatusSource for Frontend {
             ),
             ("slot_timeouts", self.slot_timeouts.load(Ordering::Relaxed)),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_string()))
-        .collect();
+        .map(|(k, v)| (k, v.to_string()));
         ProcessStatus {
-            name: self.config.id.clone(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
             frontend: Some(FrontendStatus {
                 base_threads: self.base_threads,
                 thread_limit: cascade_core::threadlimit::own_limit().unwrap_or(0),
@@ -325,7 +320,7 @@ impl StatusSource for Frontend {
                 }
                 .to_owned(),
             }),
-            info,
+            ..serve::process_status(self.config.id.clone(), info)
         }
     }
 }

@@ -3,11 +3,11 @@
 //! invocation that cannot reserve its memory is refused: the invocation errors
 //! Lambda saw while its metrics agent's buffer grew (06:15-10:36 PST).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cascade_core::serve::process_status;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::control::ProcessStatus;
 
@@ -130,7 +130,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
         let usage = self.budget.usage();
         let agent = self.agent.stats();
         let (ok, refused) = self.counts();
-        let info: HashMap<String, String> = [
+        let info = [
             ("memory_budget", self.budget.limit().to_string()),
             (
                 "memory_overcommit_bytes",
@@ -150,17 +150,8 @@ impl cascade_core::serve::StatusSource for InvocationHost {
             ("invocations_ok", ok.to_string()),
             ("invocations_refused", refused.to_string()),
             ("memory_hog_bytes", usage.hog.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "lambda".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        process_status("lambda", info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {
