@@ -275,13 +275,7 @@ impl Kinesis for Backend {
         req: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
         let r = req.into_inner();
-        if r.records.is_empty() || r.records.len() > 500 {
-            return Err(ServiceError::invalid(format!(
-                "records: {} entries; send 1 to 500",
-                r.records.len()
-            ))
-            .into());
-        }
+        keyspace::validate_batch_len(r.records.len())?;
         let mut state = self.lock();
         if !state.streams.contains_key(&r.stream_name) {
             return Err(unknown_stream(&r.stream_name).into());
