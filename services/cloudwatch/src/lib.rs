@@ -19,6 +19,7 @@ use anyhow::Context;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, TimeArgs};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cloudwatch as pb;
 use cascade_proto::cloudwatch::cloud_watch_server::{
@@ -668,14 +669,9 @@ impl CloudWatch {
         F: Fn(CloudWatch) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServiceError>>,
     {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(period);
         let mut log = FailureLog::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        while ticker.tick(&shutdown).await {
             let r = tokio::select! {
                 r = step(self.clone()) => r,
                 _ = shutdown.cancelled() => return,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cascade_core::ServiceError;
 use cascade_core::kinesis::KinesisProducer;
+use cascade_core::ticker::Ticker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -329,15 +330,9 @@ pub async fn run_flusher<S: AccessLogSink>(
     batch: usize,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    // A put that outlasts the interval must not be followed by a burst of catch-up puts.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(interval);
     let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => break,
-        }
+    while ticker.tick(&shutdown).await {
         let result = tokio::select! {
             r = buffer.flush_once(&sink, batch) => r,
             _ = shutdown.cancelled() => break,

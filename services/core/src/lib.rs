@@ -1,7 +1,7 @@
 //! Shared library for every Cascade service: server bootstrap (health,
 //! reflection, Control), the fault layer, one error mapping, telemetry,
-//! shutdown and the start-up retry, the fixed thread budget of a process,
-//! kernel thread-limit enforcement, shared flag parsers, and the Kinesis
+//! shutdown, start-up retry and loop ticks, the fixed thread budget, kernel
+//! thread-limit enforcement, shared flag parsers and ids, and the Kinesis
 //! key-space helpers both Kinesis tiers agree on.
 
 pub mod binary;
@@ -18,6 +18,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod threadlimit;
+pub mod ticker;
 
 pub use error::ServiceError;
 

@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use cascade_core::kinesis::TimeArgs;
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients};
 use cascade_proto::cloudwatch as cw;
 use cascade_proto::cloudwatch::cloud_watch_client::CloudWatchClient;
@@ -379,14 +380,9 @@ async fn scaling_loop(
     interval: Duration,
     token: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(interval);
     let mut last_action = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
+    while ticker.tick(&token).await {
         let d = process.scaling_round(&metrics).await;
         if d.action != last_action {
             tracing::info!(action = %d.action, alarm = %d.alarm_state, desired = d.desired_count, "scaling decision changed");

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, StreamReader, TimeArgs};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients, now_ms};
 use cascade_proto::control::ProcessStatus;
 use cascade_proto::eventbridge as pb;
@@ -311,14 +312,9 @@ impl StatusSource for Bus {
 /// what was already routed keeps being retried.
 async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationToken) {
     let mut reader = StreamReader::new(&bus.config.bus_stream, true);
-    let mut tick = tokio::time::interval(bus.config.dispatch_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(bus.config.dispatch_interval);
     let mut failing_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
+    while ticker.tick(&token).await {
         match reader.poll(&bus.kinesis, POLL_LIMIT).await {
             Ok(records) => {
                 if let Some(since) = failing_since.take() {

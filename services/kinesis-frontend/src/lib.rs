@@ -19,6 +19,7 @@ use cascade_core::clients;
 use cascade_core::parse::{parse_fraction, parse_time_scale};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_proto::control::{FrontendStatus, ProcessStatus};
 use cascade_proto::frontend::{PeerMessage, ShardOwnership};
 use cascade_proto::kinesis as pb;
@@ -561,13 +562,8 @@ where
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = token.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(period);
+        while ticker.tick(&token).await {
             if let Err(e) = f().await {
                 tracing::warn!(error = %e, "{what} failed");
             }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients};
 use cascade_proto::cloudwatch::cloud_watch_client::CloudWatchClient;
 use cascade_proto::cloudwatch::{MetricDatum, PutMetricDataRequest};
@@ -345,14 +346,8 @@ pub async fn run_flusher(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    // A slow CloudWatch must not cause a burst of back-to-back flushes later.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(interval);
+    while ticker.tick(&shutdown).await {
         // Failures are counted and logged inside; the entries stay for the next tick.
         let _ = agent.flush_once(sink.as_ref()).await;
     }
