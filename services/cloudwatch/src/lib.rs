@@ -11,19 +11,22 @@ pub mod series;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, TimeArgs};
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cloudwatch as pb;
 use cascade_proto::cloudwatch::cloud_watch_server::{
     CloudWatch as CloudWatchApi, CloudWatchServer,
 };
 use cascade_proto::control::ProcessStatus;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -40,8 +43,9 @@ pub const MAX_DATAPOINTS_PER_GET: usize = 100_800;
 const INGEST_TICK: Duration = Duration::from_millis(200);
 /// How often the backfiller tries to move buffered datapoints to Kinesis.
 const BACKFILL_TICK: Duration = Duration::from_millis(500);
-/// How long the metrics stream may take to be created at start.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries creating the metrics stream: every 500 ms for 20 s.
+const STARTUP_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(500), Duration::from_secs(20));
 /// Shards of the metrics stream.
 const STREAM_SHARDS: u32 = 2;
 
@@ -143,11 +147,6 @@ pub struct CloudWatch {
     inner: Arc<Inner>,
 }
 
-/// Locks `m`; a panic elsewhere leaves plain data behind, so keep serving.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Logs a loop's failures once when they start and once when they stop, not every tick.
 #[derive(Debug, Default)]
 struct FailureLog {
@@ -224,7 +223,7 @@ impl CloudWatch {
     /// Turning it off keeps the store, so what it holds is still backfilled.
     pub fn set_local_buffer(&self, on: bool) -> Result<(), ServiceError> {
         if on {
-            let mut g = lock(&self.inner.store);
+            let mut g = self.inner.store.lock();
             if g.is_none() {
                 let dir = &self.inner.config.local_buffer_dir;
                 *g = Some(LocalStore::open(dir).map_err(|e| {
@@ -344,7 +343,7 @@ impl CloudWatch {
         let store = self.inner.store.clone();
         let dir = self.inner.config.local_buffer_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let mut g = lock(&store);
+            let mut g = store.lock();
             let s = match g.as_mut() {
                 Some(s) => s,
                 None => {
@@ -368,19 +367,19 @@ impl CloudWatch {
         end_ms: i64,
     ) -> BTreeMap<PointKey, f64> {
         // Lock order everywhere: series, in_flight, store.
-        let series = lock(&self.inner.series);
+        let series = self.inner.series.lock();
         let mut out: BTreeMap<PointKey, f64> = series
             .range(ns, metric, start_ms, end_ms)
             .into_iter()
             .collect();
         if self.local_buffer_on() {
-            let in_flight = lock(&self.inner.in_flight);
+            let in_flight = self.inner.in_flight.lock();
             for p in in_flight.values() {
                 if p.ns == ns && p.metric == metric && (start_ms..=end_ms).contains(&p.ts) {
                     out.entry(p.key()).or_insert(p.value);
                 }
             }
-            let store = lock(&self.inner.store);
+            let store = self.inner.store.lock();
             if let Some(s) = store.as_ref() {
                 for p in s.range(ns, metric, start_ms, end_ms) {
                     out.entry(p.key()).or_insert(p.value);
@@ -434,7 +433,7 @@ impl CloudWatch {
         let def = AlarmDef::from_request(r)?;
         let now = now_ms();
         {
-            let mut alarms = lock(&self.inner.alarms);
+            let mut alarms = self.inner.alarms.lock();
             match alarms.get_mut(&def.name) {
                 Some(e) => e.def = def,
                 None => {
@@ -451,7 +450,7 @@ impl CloudWatch {
         &self,
         r: pb::DescribeAlarmsRequest,
     ) -> Result<pb::DescribeAlarmsResponse, ServiceError> {
-        let alarms = lock(&self.inner.alarms);
+        let alarms = self.inner.alarms.lock();
         let out = if r.alarm_names.is_empty() {
             alarms.values().map(AlarmEntry::to_proto).collect()
         } else {
@@ -477,7 +476,10 @@ impl CloudWatch {
 
     /// Evaluates every alarm over the window ending at `now`.
     pub fn evaluate_alarms(&self, now: i64) {
-        let defs: Vec<AlarmDef> = lock(&self.inner.alarms)
+        let defs: Vec<AlarmDef> = self
+            .inner
+            .alarms
+            .lock()
             .values()
             .map(|e| e.def.clone())
             .collect();
@@ -496,7 +498,7 @@ impl CloudWatch {
                 (d.name.clone(), d.evaluate(&values))
             })
             .collect();
-        let mut alarms = lock(&self.inner.alarms);
+        let mut alarms = self.inner.alarms.lock();
         for (name, (state, reason)) in results {
             let Some(e) = alarms.get_mut(&name) else {
                 continue;
@@ -527,8 +529,8 @@ impl CloudWatch {
         }
         let mut fresh = 0;
         {
-            let mut series = lock(&self.inner.series);
-            let mut in_flight = lock(&self.inner.in_flight);
+            let mut series = self.inner.series.lock();
+            let mut in_flight = self.inner.in_flight.lock();
             for p in &points {
                 // Dedup by id: a datapoint put twice (backfill retried) counts once.
                 if series.insert(p) {
@@ -561,7 +563,7 @@ impl CloudWatch {
         let mut failure = None;
         let mut any_expired = false;
         loop {
-            let batch = match lock(&self.inner.store).as_ref() {
+            let batch = match self.inner.store.lock().as_ref() {
                 Some(s) => s.batch_after(cursor.as_ref(), MAX_RECORDS_PER_PUT),
                 None => return Ok(0),
             };
@@ -579,7 +581,7 @@ impl CloudWatch {
                 .collect();
             match self.inner.pipeline.put_records(records).await {
                 Ok(()) => {
-                    let mut in_flight = lock(&self.inner.in_flight);
+                    let mut in_flight = self.inner.in_flight.lock();
                     for p in live {
                         sent.insert(p.key());
                         in_flight.insert(p.key(), p);
@@ -592,14 +594,17 @@ impl CloudWatch {
             }
         }
         // Expired points are also found past the failure point, so look once more.
-        any_expired |= lock(&self.inner.store)
+        any_expired |= self
+            .inner
+            .store
+            .lock()
             .as_ref()
             .and_then(|s| s.batch_after(None, 1).first().map(|p| p.ts < cutoff))
             .unwrap_or(false);
         if !sent.is_empty() || any_expired {
             let store = self.inner.store.clone();
             let (backfilled, expired) = tokio::task::spawn_blocking(move || {
-                let mut g = lock(&store);
+                let mut g = store.lock();
                 let Some(s) = g.as_mut() else {
                     return Ok((0, 0));
                 };
@@ -638,7 +643,10 @@ impl CloudWatch {
                 tracing::info!(backfilled, "local store: backfilled datapoints to Kinesis");
             }
             // In-flight points older than the retention would never be read back.
-            lock(&self.inner.in_flight).retain(|(ts, _), _| *ts >= cutoff);
+            self.inner
+                .in_flight
+                .lock()
+                .retain(|(ts, _), _| *ts >= cutoff);
             return match failure {
                 Some(e) => Err(e),
                 None => Ok(backfilled),
@@ -661,14 +669,9 @@ impl CloudWatch {
         F: Fn(CloudWatch) -> Fut,
         Fut: std::future::Future<Output = Result<T, ServiceError>>,
     {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(period);
         let mut log = FailureLog::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        while ticker.tick(&shutdown).await {
             let r = tokio::select! {
                 r = step(self.clone()) => r,
                 _ = shutdown.cancelled() => return,
@@ -717,7 +720,7 @@ impl StatusSource for CloudWatch {
         let i = &self.inner;
         let c = &i.counters;
         let (in_alarm, insufficient) = {
-            let alarms = lock(&i.alarms);
+            let alarms = i.alarms.lock();
             (
                 alarms
                     .values()
@@ -729,8 +732,8 @@ impl StatusSource for CloudWatch {
                     .count(),
             )
         };
-        let buffered = lock(&i.store).as_ref().map_or(0, LocalStore::len);
-        let series = lock(&i.series).series_count();
+        let buffered = i.store.lock().as_ref().map_or(0, LocalStore::len);
+        let series = i.series.lock().series_count();
         let on_off = if self.local_buffer_on() { "on" } else { "off" };
         let info = [
             ("local_buffer", on_off.to_owned()),
@@ -765,13 +768,7 @@ impl StatusSource for CloudWatch {
             ("kinesis_fleet", i.config.kinesis.kinesis_fleet.clone()),
             ("metrics_stream", i.config.metrics_stream.clone()),
         ];
-        ProcessStatus {
-            name: i.config.instance_id.clone(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info: info.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        }
+        serve::process_status(i.config.instance_id.clone(), info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {
@@ -858,33 +855,25 @@ pub async fn run(
     let mut server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
     let mut tasks = Vec::new();
 
-    let deadline = Instant::now() + STARTUP_DEADLINE;
-    let ready = loop {
-        let attempt = tokio::select! {
-            r = producer.ensure_stream(&stream, STREAM_SHARDS) => r,
-            _ = shutdown.cancelled() => break Ok(()),
-        };
-        match attempt {
-            Ok(()) => {
-                tracing::info!(%stream, fleet = %fleet, "metrics stream ready");
-                // The pipeline's tasks start once the stream they read exists.
-                tasks = cw.spawn_tasks(&shutdown);
-                serve::set_serving(&health, true).await;
-                break Ok(());
-            }
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "metrics stream not ready yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.cancelled() => break Ok(()),
-                }
-            }
-            Err(e) => {
-                break Err(anyhow::anyhow!(
-                    "Kinesis: cannot create stream {stream:?} through fleet {fleet:?} within {STARTUP_DEADLINE:?}: {e}"
-                ));
-            }
+    let ready = match retry_until(
+        STARTUP_RETRY,
+        &shutdown,
+        || producer.ensure_stream(&stream, STREAM_SHARDS),
+        |e| tracing::debug!(error = %e, "metrics stream not ready yet"),
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!(%stream, fleet = %fleet, "metrics stream ready");
+            // The pipeline's tasks start once the stream they read exists.
+            tasks = cw.spawn_tasks(&shutdown);
+            serve::set_serving(&health, true).await;
+            Ok(())
         }
+        Err(RetryError::Cancelled { .. }) => Ok(()),
+        Err(RetryError::DeadlinePassed { deadline, last, .. }) => Err(anyhow::anyhow!(
+            "Kinesis: cannot create stream {stream:?} through fleet {fleet:?} within {deadline:?}: {last}"
+        )),
     };
     let result = match ready {
         Ok(()) => tokio::select! {

@@ -9,7 +9,7 @@ use cascade_core::ServiceError;
 use cascade_core::kinesis::{KinesisProducer, StreamReader};
 
 /// Most records one PutRecords call may carry (as AWS; the front-end enforces it).
-pub const MAX_RECORDS_PER_PUT: usize = 500;
+pub use cascade_core::keyspace::MAX_RECORDS_PER_PUT;
 
 /// Records read per shard per poll.
 const POLL_LIMIT: u32 = 1_000;

@@ -3,16 +3,17 @@
 //! and the local buffer's durable, exactly-once backfill.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cascade_core::ServiceError;
 use cascade_core::kinesis::{KinesisArgs, TimeArgs};
 use cascade_core::serve::StatusSource;
 use cascade_proto::cloudwatch as pb;
+use parking_lot::Mutex;
 
-use super::{CloudWatch, CloudWatchConfig, lock};
+use super::{CloudWatch, CloudWatchConfig};
 use crate::localstore::LocalStore;
 use crate::localstore::tests::{dir_path, test_dir};
 use crate::pipeline::MetricsPipeline;
@@ -42,7 +43,7 @@ impl MetricsPipeline for FakeKinesis {
                 "Kinesis: shard-map unusable (test double)",
             ));
         }
-        lock(&self.log).extend(records.into_iter().map(|(_, d)| d));
+        self.log.lock().extend(records.into_iter().map(|(_, d)| d));
         Ok(())
     }
 
@@ -52,8 +53,8 @@ impl MetricsPipeline for FakeKinesis {
                 "Kinesis: shard-map unusable (test double)",
             ));
         }
-        let log = lock(&self.log);
-        let mut read = lock(&self.read);
+        let log = self.log.lock();
+        let mut read = self.read.lock();
         let out = log[*read..].to_vec();
         *read = log.len();
         Ok(out)
@@ -283,7 +284,7 @@ async fn outage_with_local_buffer_backfills_every_datapoint_exactly_once() {
 
     // The same batch sent twice (a backfill retried after a crash) counts once.
     {
-        let mut log = lock(&kinesis.log);
+        let mut log = kinesis.log.lock();
         let again: Vec<Vec<u8>> = log[..500].to_vec();
         log.extend(again);
     }

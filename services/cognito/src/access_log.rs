@@ -6,12 +6,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cascade_core::ServiceError;
 use cascade_core::kinesis::KinesisProducer;
+use cascade_core::ticker::Ticker;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -180,8 +182,7 @@ impl AccessLogBuffer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is plain data; a panic elsewhere leaves it usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Appends one record. In bug mode this waits, with no timeout of its own,
@@ -329,15 +330,9 @@ pub async fn run_flusher<S: AccessLogSink>(
     batch: usize,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    // A put that outlasts the interval must not be followed by a burst of catch-up puts.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(interval);
     let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => break,
-        }
+    while ticker.tick(&shutdown).await {
         let result = tokio::select! {
             r = buffer.flush_once(&sink, batch) => r,
             _ = shutdown.cancelled() => break,
@@ -394,7 +389,7 @@ mod tests {
             if self.down.load(Ordering::Relaxed) {
                 return Err(ServiceError::unavailable("fake Kinesis is down"));
             }
-            let mut a = self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut a = self.accepted.lock();
             a.extend(records.into_iter().map(|(_, d)| d));
             Ok(())
         }
@@ -545,7 +540,7 @@ mod tests {
         assert_eq!(buffer.stats().records, 4);
         sink.down.store(false, Ordering::Relaxed);
         eventually("an empty buffer", || buffer.stats().records == 0).await;
-        let accepted = sink.accepted.lock().map(|a| a.len()).unwrap_or(0);
+        let accepted = sink.accepted.lock().len();
         assert_eq!(accepted, 4);
         shutdown.cancel();
         assert!(

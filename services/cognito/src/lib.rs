@@ -8,10 +8,11 @@ pub mod pool;
 pub mod service;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, TimeArgs};
+use cascade_core::retry::{RetryPolicy, retry_until};
 use cascade_core::serve;
 use cascade_proto::cognito::cognito_server::CognitoServer;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub use access_log::{AccessLogBuffer, AccessLogSink, KinesisSink, Mode};
 pub use service::{CognitoService, Settings};
 
-/// How long start-up waits for Kinesis before giving up.
-const BOOT_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries Kinesis: every 250 ms, giving up after 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(250), Duration::from_secs(20));
 /// Shards of the access-log stream when this instance creates it.
 const ACCESS_LOG_SHARDS: u32 = 2;
 
@@ -120,34 +122,6 @@ impl CognitoConfig {
     }
 }
 
-/// Retries `f` until it succeeds, `deadline` passes or `shutdown` is cancelled.
-async fn retry<F, Fut, E>(
-    what: &str,
-    deadline: Duration,
-    shutdown: &CancellationToken,
-    mut f: F,
-) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        match f().await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= until => {
-                anyhow::bail!("{what}: gave up after {deadline:?}: {e}");
-            }
-            Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = shutdown.cancelled() => anyhow::bail!("{what}: shut down before it succeeded"),
-        }
-    }
-}
-
 /// Runs a Cognito instance on `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -179,12 +153,12 @@ pub async fn run(
         config.kinesis.kinesis_backend
     );
     let ensured = tokio::select! {
-        r = retry(
-            &what,
-            BOOT_DEADLINE,
+        r = retry_until(
+            BOOT_RETRY,
             &shutdown,
             || producer.ensure_stream(&stream, ACCESS_LOG_SHARDS),
-        ) => r,
+            |e| tracing::warn!(error = %e, "{what} failed; retrying"),
+        ) => r.map_err(|e| anyhow::anyhow!("{what}: {e}")),
         r = &mut server => {
             return r.context("server task")?.and_then(|()| anyhow::bail!("server stopped during start-up"));
         }

@@ -4,10 +4,10 @@
 //! Passwords are kept in plain text: this is a testbed's pool, seeded by flags.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cascade_core::{ServiceError, now_ms};
+use parking_lot::Mutex;
 use rand::Rng;
 
 /// Longest username accepted (characters); keeps every access record small.
@@ -172,19 +172,19 @@ impl UserPool {
 
     /// Users in the pool.
     pub fn user_count(&self) -> usize {
-        self.users.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.users.lock().len()
     }
 
     /// Live (possibly expired, not yet swept) sessions.
     pub fn session_count(&self) -> usize {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.tokens.lock().len()
     }
 
     /// Adds a user; ALREADY_EXISTS if the name is taken.
     pub fn sign_up(&self, username: &str, password: &str) -> Result<(), CognitoError> {
         validate_username(username)?;
         validate_password(password)?;
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = self.users.lock();
         if users.contains_key(username) {
             return Err(ServiceError::AlreadyExists(format!(
                 "username: {username:?} is already registered"
@@ -202,7 +202,6 @@ impl UserPool {
         let ok = self
             .users
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(username)
             .is_some_and(|p| p == password);
         if !ok {
@@ -218,7 +217,7 @@ impl UserPool {
             expires: Instant::now() + self.token_ttl,
             expires_at_ms,
         };
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens.lock();
         if tokens.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = Instant::now();
             tokens.retain(|_, s| s.expires > now);
@@ -237,7 +236,7 @@ impl UserPool {
                 ServiceError::invalid("token: must not be empty; get one from SignIn").into(),
             );
         }
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tokens = self.tokens.lock();
         let Some(session) = tokens.get(token).cloned() else {
             return Err(CognitoError::NotAuthorized(
                 "token: unknown; sign in again".into(),

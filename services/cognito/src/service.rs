@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cascade_core::serve::StatusSource;
+use cascade_core::serve::{StatusSource, process_status};
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cognito as pb;
 use cascade_proto::cognito::cognito_server::Cognito;
 use cascade_proto::control::ProcessStatus;
-use rand::Rng;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -85,17 +84,9 @@ struct AccessRecord<'a> {
     region: &'a str,
 }
 
+/// A fresh request id: a random UUID.
 fn request_id() -> String {
-    let v: u128 = rand::rng().random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    cascade_core::random_uuid()
 }
 
 /// Shared state of one Cognito instance.
@@ -302,13 +293,7 @@ impl StatusSource for CognitoService {
         put("errors", self.0.errors.load(Ordering::Relaxed).to_string());
         put("users", self.0.pool.user_count().to_string());
         put("sessions", self.0.pool.session_count().to_string());
-        ProcessStatus {
-            name: self.0.settings.name.clone(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        process_status(self.0.settings.name.clone(), info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {

@@ -42,6 +42,19 @@ impl ServiceError {
     pub fn unavailable(msg: impl Into<String>) -> Self {
         Self::Unavailable(msg.into())
     }
+
+    /// The message of the `Status` this maps to, without building it.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidArgument(m)
+            | Self::NotFound(m)
+            | Self::AlreadyExists(m)
+            | Self::Unavailable(m)
+            | Self::ResourceExhausted(m)
+            | Self::Internal(m) => m,
+            Self::Upstream(s) => s.message(),
+        }
+    }
 }
 
 impl From<tonic::Status> for ServiceError {

@@ -7,12 +7,13 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use cascade_proto::control::GrpcFault;
 use hyper_util::rt::TokioIo;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -133,15 +134,14 @@ impl ActiveFault {
         if p >= 1.0 {
             return true;
         }
-        // A poisoned lock only means another draw panicked; the RNG is still usable.
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rng = self.rng.lock();
         rng.random::<f64>() < p
     }
 
     /// The delay of one latency occurrence: fixed part plus uniform jitter.
     fn delay(&self) -> Duration {
         let jitter = if self.spec.jitter_ms > 0 {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rng = self.rng.lock();
             rng.random_range(0..=self.spec.jitter_ms)
         } else {
             0
@@ -285,14 +285,12 @@ impl FaultRegistry {
         self.read().iter().map(|f| f.spec.clone()).collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<ActiveFault>>> {
-        // Poisoning needs a panic while the lock is held; nothing in these short
-        // sections panics, and the list stays consistent either way.
-        self.inner.faults.read().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Arc<ActiveFault>>> {
+        self.inner.faults.read()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<ActiveFault>>> {
-        self.inner.faults.write().unwrap_or_else(|e| e.into_inner())
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Arc<ActiveFault>>> {
+        self.inner.faults.write()
     }
 
     /// A future that completes at the next inject or clear.
@@ -700,7 +698,7 @@ pub fn set_thread_hog(value: &str) -> Result<String, ServiceError> {
             "value: at most 4096 threads (for key thread_hog)",
         ));
     }
-    let mut hog = THREAD_HOG.lock().unwrap_or_else(|p| p.into_inner());
+    let mut hog = THREAD_HOG.lock();
     while hog.len() > want {
         if let Some((stop, t)) = hog.pop() {
             stop.store(true, std::sync::atomic::Ordering::Release);

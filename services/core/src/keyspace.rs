@@ -11,6 +11,8 @@ use crate::ServiceError;
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// The longest partition key Kinesis accepts.
 pub const MAX_PARTITION_KEY_LEN: usize = 256;
+/// The most records one PutRecords call may carry, as AWS.
+pub const MAX_RECORDS_PER_PUT: usize = 500;
 
 /// MD5 of the partition key, read as a big-endian 128-bit integer.
 pub fn hash_key(partition_key: &str) -> u128 {
@@ -73,6 +75,16 @@ pub fn validate_put(
             ))
         })
     }
+}
+
+/// Checks a PutRecords batch's size, in the same words on both tiers.
+pub fn validate_batch_len(records: usize) -> Result<(), ServiceError> {
+    if records == 0 || records > MAX_RECORDS_PER_PUT {
+        return Err(ServiceError::invalid(format!(
+            "records: {records} entries; send 1 to {MAX_RECORDS_PER_PUT}"
+        )));
+    }
+    Ok(())
 }
 
 /// Stream names: 1 to 128 characters of `[a-zA-Z0-9_.-]`, as AWS.
@@ -147,6 +159,20 @@ impl ShardIterator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_put_records_batch_holds_1_to_500_records() {
+        assert!(validate_batch_len(1).is_ok());
+        assert!(validate_batch_len(500).is_ok());
+        for n in [0, 501] {
+            match validate_batch_len(n) {
+                Err(ServiceError::InvalidArgument(m)) => {
+                    assert_eq!(m, format!("records: {n} entries; send 1 to 500"));
+                }
+                other => panic!("{n} records: expected INVALID_ARGUMENT, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn ranges_cover_the_key_space_without_gaps() {

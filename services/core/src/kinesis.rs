@@ -6,13 +6,13 @@
 //! UNAVAILABLE, and the caller's mechanism (buffer, retry, error) takes over.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_client::KinesisClient;
 use cascade_proto::kinesis::membership_client::MembershipClient;
+use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::{ServiceError, clients};
@@ -59,13 +59,13 @@ impl KinesisProducer {
     /// The next front-end to call, round-robin.
     pub async fn client(&self) -> Result<KinesisClient<Channel>, ServiceError> {
         let stale = {
-            let g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+            let g = self.frontends.lock();
             g.0.elapsed() > REFRESH || g.1.is_empty()
         };
         if stale {
             self.refresh().await?;
         }
-        let g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.frontends.lock();
         if g.1.is_empty() {
             return Err(ServiceError::unavailable(format!(
                 "Kinesis: no front-ends in fleet {:?}",
@@ -90,7 +90,7 @@ impl KinesisProducer {
         // Like a load balancer's health check: route to members whose shard
         // map is ready; with none ready, fail open to every member.
         let any_ready = members.iter().any(|m| m.ready);
-        let mut g = self.frontends.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.frontends.lock();
         let mut fresh = BTreeMap::new();
         for m in members.into_iter().filter(|m| m.ready || !any_ready) {
             let c = match g.1.get(&m.addr) {
@@ -266,6 +266,9 @@ impl StreamReader {
     }
 }
 
+// Its old path, kept so the orchestrator's `cascade_core::kinesis::parse_time_scale` resolves.
+pub use crate::parse::parse_time_scale;
+
 /// The incident clock: `--time-scale` incident seconds per wall second.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct TimeArgs {
@@ -278,15 +281,5 @@ impl TimeArgs {
     /// Wall time of `incident_secs` incident seconds.
     pub fn wall(&self, incident_secs: f64) -> Duration {
         Duration::from_secs_f64(incident_secs / self.time_scale)
-    }
-}
-
-/// Parses a positive, finite time scale.
-pub fn parse_time_scale(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a positive number of incident seconds per wall second (e.g. 360)"
-        )),
     }
 }

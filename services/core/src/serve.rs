@@ -42,13 +42,23 @@ pub struct BasicStatus {
 
 impl StatusSource for BasicStatus {
     fn status(&self) -> ProcessStatus {
-        ProcessStatus {
-            name: self.name.clone(),
-            pid: std::process::id(),
-            threads: crate::runtime::count_threads(),
-            frontend: None,
-            info: Default::default(),
-        }
+        process_status::<&str>(self.name.clone(), [])
+    }
+}
+
+/// The status of this process as `name`: its pid and live thread count,
+/// with the service's own gauges in `info` (a front-end adds its
+/// `FrontendStatus` to this).
+pub fn process_status<K: Into<String>>(
+    name: impl Into<String>,
+    info: impl IntoIterator<Item = (K, String)>,
+) -> ProcessStatus {
+    ProcessStatus {
+        name: name.into(),
+        pid: std::process::id(),
+        threads: crate::runtime::count_threads(),
+        frontend: None,
+        info: info.into_iter().map(|(k, v)| (k.into(), v)).collect(),
     }
 }
 

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 /// Which kernel mechanism enforces the per-front-end thread limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -173,8 +175,8 @@ pub fn remove_tree(path: &Path) -> anyhow::Result<()> {
 fn kill_all_in(path: &Path) {
     if let Ok(procs) = fs::read_to_string(path.join("cgroup.procs")) {
         for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Gone already is fine: the cgroup is being emptied.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }

@@ -4,11 +4,11 @@
 //! incident EventBridge stalled, so tasks stayed PROVISIONING/DEPROVISIONING.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::ecs as pb;
 use cascade_proto::eventbridge::{Event, EventEntry};
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::scaling;
@@ -173,9 +173,8 @@ impl Cluster {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Plain data: a panic elsewhere must not stop the control plane.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Name of the auto-scaled service.
@@ -535,7 +534,7 @@ mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err("EventBridge: UNAVAILABLE (Kinesis)".into());
             }
-            self.sent.lock().expect("test lock").extend(entries);
+            self.sent.lock().extend(entries);
             Ok(())
         }
     }
@@ -543,7 +542,7 @@ mod tests {
     impl FakeBridge {
         /// What EventBridge would deliver back: the published events, drained.
         fn take(&self) -> Vec<Event> {
-            std::mem::take(&mut *self.sent.lock().expect("test lock"))
+            std::mem::take(&mut *self.sent.lock())
                 .into_iter()
                 .map(|e| Event {
                     event_id: "id".into(),

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cascade_core::kinesis::TimeArgs;
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients};
 use cascade_proto::cloudwatch as cw;
 use cascade_proto::cloudwatch::cloud_watch_client::CloudWatchClient;
@@ -38,8 +40,9 @@ pub const CPU_METRIC: &str = "CPUUtilization";
 const CPU_THRESHOLD: f64 = 70.0;
 /// Deadline of each call to EventBridge or CloudWatch.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long start-up waits for each dependency.
-const BOOT_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries each dependency: every 200 ms for 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(200), Duration::from_secs(20));
 /// Shortest wall interval between scaling evaluations.
 const MIN_SCALING_INTERVAL: Duration = Duration::from_millis(500);
 /// Outbox retry backoff bounds.
@@ -254,17 +257,8 @@ impl StatusSource for EcsProcess {
                 "service_cpu",
                 f64::from_bits(self.service_cpu.load(Ordering::Relaxed)).to_string(),
             ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "ecs".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        serve::process_status("ecs", info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {
@@ -386,14 +380,9 @@ async fn scaling_loop(
     interval: Duration,
     token: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(interval);
     let mut last_action = String::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
+    while ticker.tick(&token).await {
         let d = process.scaling_round(&metrics).await;
         if d.action != last_action {
             tracing::info!(action = %d.action, alarm = %d.alarm_state, desired = d.desired_count, "scaling decision changed");
@@ -402,32 +391,25 @@ async fn scaling_loop(
     }
 }
 
-/// Retries `f` until it succeeds, `BOOT_DEADLINE` passes, or shutdown.
-async fn boot_retry<F, Fut>(what: &str, token: &CancellationToken, mut f: F) -> anyhow::Result<()>
+/// Retries `f` under [`BOOT_RETRY`] until it succeeds, the deadline passes, or shutdown.
+async fn boot_retry<F, Fut>(what: &str, token: &CancellationToken, f: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), Status>>,
 {
-    let until = Instant::now() + BOOT_DEADLINE;
-    loop {
-        match f().await {
-            Ok(()) => return Ok(()),
-            Err(s) if Instant::now() >= until => {
-                anyhow::bail!(
-                    "{what}: gave up after {BOOT_DEADLINE:?}: {:?}: {}",
-                    s.code(),
-                    s.message()
-                )
-            }
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), error = %s.message(), "{what} failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = token.cancelled() => anyhow::bail!("{what}: shut down while waiting"),
-                }
-            }
-        }
-    }
+    let on_retry = |s: &Status| {
+        tracing::warn!(code = ?s.code(), error = %s.message(), "{what} failed; retrying");
+    };
+    retry_until(BOOT_RETRY, token, f, on_retry)
+        .await
+        .map_err(|e| match e {
+            RetryError::DeadlinePassed { deadline, last, .. } => anyhow::anyhow!(
+                "{what}: gave up after {deadline:?}: {:?}: {}",
+                last.code(),
+                last.message()
+            ),
+            RetryError::Cancelled { .. } => anyhow::anyhow!("{what}: shut down while waiting"),
+        })
 }
 
 /// Runs ECS on `listener` until `shutdown` is cancelled.

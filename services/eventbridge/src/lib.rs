@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, StreamReader, TimeArgs};
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients, now_ms};
 use cascade_proto::control::ProcessStatus;
 use cascade_proto::eventbridge as pb;
@@ -31,8 +33,9 @@ const DELIVER_TIMEOUT: Duration = Duration::from_secs(1);
 const BUS_SHARDS: u32 = 2;
 /// Records read per shard per dispatcher poll.
 const POLL_LIMIT: u32 = 500;
-/// How long start-up waits for Kinesis before giving up.
-const BOOT_DEADLINE: Duration = Duration::from_secs(20);
+/// How start-up retries Kinesis: every 200 ms for 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(200), Duration::from_secs(20));
 
 /// EventBridge settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -156,18 +159,9 @@ pub fn validate_entries(entries: &[pb::EventEntry]) -> Result<(), ServiceError> 
     Ok(())
 }
 
-/// A fresh, UUID-shaped event id.
+/// A fresh event id: a random UUID.
 fn event_id() -> String {
-    let v: u128 = rand::random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    cascade_core::random_uuid()
 }
 
 #[tonic::async_trait]
@@ -308,17 +302,8 @@ impl StatusSource for Bus {
                 s.last_consumed_put_at_ms.to_string(),
             ),
             ("bus_stream", self.config.bus_stream.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "eventbridge".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        serve::process_status("eventbridge", info)
     }
 }
 
@@ -327,14 +312,9 @@ impl StatusSource for Bus {
 /// what was already routed keeps being retried.
 async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationToken) {
     let mut reader = StreamReader::new(&bus.config.bus_stream, true);
-    let mut tick = tokio::time::interval(bus.config.dispatch_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = Ticker::new(bus.config.dispatch_interval);
     let mut failing_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = token.cancelled() => return,
-        }
+    while ticker.tick(&token).await {
         match reader.poll(&bus.kinesis, POLL_LIMIT).await {
             Ok(records) => {
                 if let Some(since) = failing_since.take() {
@@ -390,31 +370,25 @@ pub async fn run(
     let routes = routes.add_service(EventBridgeServer::new(Api(bus.clone())));
     let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
 
-    let until = Instant::now() + BOOT_DEADLINE;
-    loop {
-        match bus
-            .kinesis
-            .ensure_stream(&bus.config.bus_stream, BUS_SHARDS)
-            .await
-        {
-            Ok(()) => break,
-            Err(e) if Instant::now() >= until => {
-                shutdown.cancel();
-                let _ = server.await;
-                anyhow::bail!(
-                    "Kinesis: cannot create the event bus stream {:?} after {BOOT_DEADLINE:?}: {}",
-                    bus.config.bus_stream,
-                    Status::from(e).message()
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %Status::from(e).message(), "Kinesis not ready for the event bus; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = shutdown.cancelled() => break,
-                }
-            }
-        }
+    let booted = retry_until(
+        BOOT_RETRY,
+        &shutdown,
+        || {
+            bus.kinesis
+                .ensure_stream(&bus.config.bus_stream, BUS_SHARDS)
+        },
+        |e| tracing::warn!(error = %e.message(), "Kinesis not ready for the event bus; retrying"),
+    )
+    .await;
+    // Cancelled: the server is draining already and is awaited below.
+    if let Err(RetryError::DeadlinePassed { deadline, last, .. }) = booted {
+        shutdown.cancel();
+        let _ = server.await;
+        anyhow::bail!(
+            "Kinesis: cannot create the event bus stream {:?} after {deadline:?}: {}",
+            bus.config.bus_stream,
+            last.message()
+        );
     }
     serve::set_serving(&health, true).await;
     let dispatcher = tokio::spawn(dispatch_loop(bus.clone(), targets, shutdown.clone()));

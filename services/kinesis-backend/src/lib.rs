@@ -3,7 +3,7 @@
 //! incident) and the membership microservice the front-end fleet registers with.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cascade_core::keyspace::{self, ShardIterator};
@@ -13,6 +13,7 @@ use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_server::{Kinesis, KinesisServer};
 use cascade_proto::kinesis::membership_server::{Membership, MembershipServer};
 use cascade_proto::kinesis::metadata_server::{Metadata, MetadataServer};
+use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -98,8 +99,7 @@ impl Backend {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     fn describe(&self, name: &str, stream: &Stream) -> pb::StreamDescription {
@@ -275,13 +275,7 @@ impl Kinesis for Backend {
         req: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
         let r = req.into_inner();
-        if r.records.is_empty() || r.records.len() > 500 {
-            return Err(ServiceError::invalid(format!(
-                "records: {} entries; send 1 to 500",
-                r.records.len()
-            ))
-            .into());
-        }
+        keyspace::validate_batch_len(r.records.len())?;
         let mut state = self.lock();
         if !state.streams.contains_key(&r.stream_name) {
             return Err(unknown_stream(&r.stream_name).into());

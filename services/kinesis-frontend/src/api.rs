@@ -111,13 +111,7 @@ impl Kinesis for FrontendApi {
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
         let _slot = self.0.slot().await?;
         let r = req.into_inner();
-        if r.records.is_empty() || r.records.len() > 500 {
-            return Err(ServiceError::invalid(format!(
-                "records: {} entries; send 1 to 500",
-                r.records.len()
-            ))
-            .into());
-        }
+        keyspace::validate_batch_len(r.records.len())?;
         let routes = self.routes(&r.stream_name).await?;
         // Group entries by owning back end, keeping each entry's position.
         let mut results = vec![pb::PutRecordsResult::default(); r.records.len()];

@@ -10,13 +10,16 @@ pub mod shardmap;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cascade_core::clients;
+use cascade_core::parse::{parse_fraction, parse_time_scale};
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
+use cascade_core::ticker::Ticker;
 use cascade_proto::control::{FrontendStatus, ProcessStatus};
 use cascade_proto::frontend::{PeerMessage, ShardOwnership};
 use cascade_proto::kinesis as pb;
@@ -24,6 +27,7 @@ use cascade_proto::kinesis::kinesis_client::KinesisClient;
 use cascade_proto::kinesis::kinesis_server::KinesisServer;
 use cascade_proto::kinesis::membership_client::MembershipClient;
 use cascade_proto::kinesis::metadata_client::MetadataClient;
+use parking_lot::{Mutex, MutexGuard};
 use rand::{Rng as _, SeedableRng as _};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -104,26 +108,6 @@ pub struct FrontendConfig {
     pub snapshot_timeout: Duration,
 }
 
-fn parse_time_scale(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!(
-            "{s} must be a positive number of incident seconds per wall second"
-        ))
-    }
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{s} must be between 0 and 1"))
-    }
-}
-
 impl FrontendConfig {
     /// This front-end's learning delay: one incident hour, minus its jitter.
     pub fn learning_delay(&self) -> Duration {
@@ -159,7 +143,7 @@ pub struct Frontend {
 
 impl Frontend {
     fn map(&self) -> MutexGuard<'_, ShardMap> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock()
     }
 
     /// A worker slot for one request, or UNAVAILABLE naming who holds them.
@@ -185,7 +169,7 @@ impl Frontend {
         &self,
         owner: &str,
     ) -> Result<KinesisClient<Channel>, cascade_core::ServiceError> {
-        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owners = self.owners.lock();
         if let Some(c) = owners.get(owner) {
             return Ok(c.clone());
         }
@@ -318,13 +302,8 @@ impl StatusSource for Frontend {
             ),
             ("slot_timeouts", self.slot_timeouts.load(Ordering::Relaxed)),
         ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_string()))
-        .collect();
+        .map(|(k, v)| (k, v.to_string()));
         ProcessStatus {
-            name: self.config.id.clone(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
             frontend: Some(FrontendStatus {
                 base_threads: self.base_threads,
                 thread_limit: cascade_core::threadlimit::own_limit().unwrap_or(0),
@@ -342,7 +321,7 @@ impl StatusSource for Frontend {
                 }
                 .to_owned(),
             }),
-            info,
+            ..serve::process_status(self.config.id.clone(), info)
         }
     }
 }
@@ -448,25 +427,38 @@ async fn accept_loop(
     }
 }
 
-async fn retry<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> anyhow::Result<T>
+/// How a booting front-end retries each step: every 200 ms for 20 s.
+const BOOT_RETRY: RetryPolicy =
+    RetryPolicy::fixed(Duration::from_millis(200), Duration::from_secs(20));
+
+/// One start-up step, retried under [`BOOT_RETRY`]: `true` once it
+/// succeeded, `false` when shutdown came first.
+async fn boot_step<F, Fut>(what: &str, shutdown: &CancellationToken, f: F) -> anyhow::Result<bool>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
-    let until = Instant::now() + deadline;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= until => {
-                return Err(anyhow::anyhow!("{what}: {e}"))
-                    .context(format!("gave up after {deadline:?}"));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    let on_retry = |e: &tonic::Status| tracing::warn!(error = %e, "{what} failed; retrying");
+    match retry_until(BOOT_RETRY, shutdown, f, on_retry).await {
+        Ok(()) => Ok(true),
+        Err(RetryError::Cancelled { .. }) => Ok(false),
+        Err(RetryError::DeadlinePassed { deadline, last, .. }) => {
+            Err(anyhow::anyhow!("{what}: {last}")).context(format!("gave up after {deadline:?}"))
         }
     }
+}
+
+/// Registers, reads the metadata store and lists members, each retried;
+/// `false` when shutdown came first.
+async fn boot(fe: &Frontend, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    Ok(
+        boot_step("register with membership", shutdown, || fe.register()).await?
+            && boot_step("read the metadata store", shutdown, || {
+                fe.refresh_metadata()
+            })
+            .await?
+            && boot_step("list members", shutdown, || fe.poll_membership()).await?,
+    )
 }
 
 /// Runs a front-end on `listener` until `shutdown` is cancelled.
@@ -534,16 +526,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let boot = Duration::from_secs(20);
-    retry("register with membership", boot, || frontend.register()).await?;
-    retry("read the metadata store", boot, || {
-        frontend.refresh_metadata()
-    })
-    .await?;
-    retry("list members", boot, || frontend.poll_membership()).await?;
-    serve::set_serving(&health, true).await;
-
-    let loops = spawn_loops(frontend.clone(), shutdown.clone());
+    let loops = if boot(&frontend, &shutdown).await? {
+        serve::set_serving(&health, true).await;
+        spawn_loops(frontend.clone(), shutdown.clone())
+    } else {
+        tracing::info!("shut down during start-up");
+        Vec::new()
+    };
     let result = server.await.context("server task")?;
     accept.abort();
     for l in loops {
@@ -573,13 +562,8 @@ where
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = token.cancelled() => return,
-            }
+        let mut ticker = Ticker::new(period);
+        while ticker.tick(&token).await {
             if let Err(e) = f().await {
                 tracing::warn!(error = %e, "{what} failed");
             }

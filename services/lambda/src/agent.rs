@@ -5,13 +5,15 @@
 //! invocations out of memory: Lambda's part of the 2020-11-25 cascade.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients};
 use cascade_proto::cloudwatch::cloud_watch_client::CloudWatchClient;
 use cascade_proto::cloudwatch::{MetricDatum, PutMetricDataRequest};
+use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -198,7 +200,7 @@ impl MetricsAgent {
     }
 
     fn lock(&self) -> MutexGuard<'_, AgentBuffer> {
-        self.buffer.lock().unwrap_or_else(|p| p.into_inner())
+        self.buffer.lock()
     }
 
     /// Buffers one invocation's metrics and report record. Always accepted:
@@ -284,7 +286,7 @@ impl MetricsAgent {
         while let Some((last_seq, req)) = self.next_batch(end_seq) {
             if let Err(e) = sink.put_metric_data(req).await {
                 self.flush_failures.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                *self.last_error.lock() = e.to_string();
                 if self.sink_ok.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "metrics agent: CloudWatch flush failed; buffering");
                 }
@@ -313,11 +315,7 @@ impl MetricsAgent {
             flushed_entries: buffer.flushed_entries,
             flush_failures: self.flush_failures.load(Ordering::Relaxed),
             seqs: buffer.entries.iter().map(|e| e.seq).collect(),
-            last_flush_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_flush_error: self.last_error.lock().clone(),
         }
     }
 }
@@ -348,14 +346,8 @@ pub async fn run_flusher(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    // A slow CloudWatch must not cause a burst of back-to-back flushes later.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut ticker = Ticker::new(interval);
+    while ticker.tick(&shutdown).await {
         // Failures are counted and logged inside; the entries stay for the next tick.
         let _ = agent.flush_once(sink.as_ref()).await;
     }
@@ -380,10 +372,7 @@ pub(crate) mod tests {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(ServiceError::unavailable("CloudWatch: Kinesis unavailable"));
             }
-            self.accepted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(req);
+            self.accepted.lock().push(req);
             Ok(())
         }
     }
@@ -439,7 +428,7 @@ pub(crate) mod tests {
         assert_eq!(flushed, MAX_BATCH_ENTRIES as u64 + 10);
         assert_eq!(agent.stats().buffer_bytes, 0);
         assert_eq!(budget.usage().agent, 0);
-        let accepted = sink.accepted.lock().expect("test lock");
+        let accepted = sink.accepted.lock();
         assert_eq!(accepted.len(), 2, "two batches");
         assert!(accepted.iter().all(|r| r.namespace == NAMESPACE));
         let datums: Vec<&MetricDatum> = accepted.iter().flat_map(|r| &r.metric_data).collect();

@@ -3,11 +3,11 @@
 //! invocation that cannot reserve its memory is refused: the invocation errors
 //! Lambda saw while its metrics agent's buffer grew (06:15-10:36 PST).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cascade_core::serve::process_status;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::control::ProcessStatus;
 
@@ -31,7 +31,7 @@ pub struct InvocationHost {
     /// Whether the last invocation was refused, to log only transitions.
     refusing: AtomicBool,
     /// Real bytes held by the `memory_hog` fault (charged to the budget).
-    hog: std::sync::Mutex<Vec<u8>>,
+    hog: parking_lot::Mutex<Vec<u8>>,
 }
 
 impl InvocationHost {
@@ -48,7 +48,7 @@ impl InvocationHost {
             invocations_ok: AtomicU64::new(0),
             invocations_refused: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
-            hog: std::sync::Mutex::new(Vec::new()),
+            hog: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -130,7 +130,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
         let usage = self.budget.usage();
         let agent = self.agent.stats();
         let (ok, refused) = self.counts();
-        let info: HashMap<String, String> = [
+        let info = [
             ("memory_budget", self.budget.limit().to_string()),
             (
                 "memory_overcommit_bytes",
@@ -150,17 +150,8 @@ impl cascade_core::serve::StatusSource for InvocationHost {
             ("invocations_ok", ok.to_string()),
             ("invocations_refused", refused.to_string()),
             ("memory_hog_bytes", usage.hog.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        ProcessStatus {
-            name: "lambda".into(),
-            pid: std::process::id(),
-            threads: cascade_core::runtime::count_threads(),
-            frontend: None,
-            info,
-        }
+        ];
+        process_status("lambda", info)
     }
 
     fn configure(&self, key: &str, value: &str) -> Result<String, ServiceError> {
@@ -185,7 +176,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
                         self.budget.limit()
                     )));
                 }
-                let mut hog = self.hog.lock().unwrap_or_else(|p| p.into_inner());
+                let mut hog = self.hog.lock();
                 *hog = vec![0xA5; bytes as usize];
                 self.budget.set_hog(bytes);
                 Ok(bytes.to_string())

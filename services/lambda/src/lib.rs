@@ -10,10 +10,11 @@ pub mod host;
 pub mod memory;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use cascade_core::kinesis::TimeArgs;
+use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::{ServiceError, clients, serve};
 use cascade_proto::eventbridge::event_target_server::{EventTarget, EventTargetServer};
 use cascade_proto::eventbridge::{DeliverResponse, Event};
@@ -121,30 +122,39 @@ impl EventTarget for LambdaApi {
     }
 }
 
-/// Waits until CloudWatch answers a health check (any status: it is reachable).
-async fn wait_for_cloudwatch(addr: &str, within: Duration) -> anyhow::Result<()> {
+/// Waits until CloudWatch answers a health check (any status: it is
+/// reachable), checking every 250 ms; `Ok` too if shutdown comes first.
+async fn wait_for_cloudwatch(
+    addr: &str,
+    within: Duration,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let channel = clients::lazy_channel(addr, Duration::from_secs(1))
         .with_context(|| format!("--cloudwatch {addr:?}"))?;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let deadline = Instant::now() + within;
-    loop {
-        let check = tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        };
-        let last = match tokio::time::timeout(Duration::from_secs(1), health.check(check)).await {
-            Ok(Ok(r)) => {
-                tracing::info!(addr, status = r.get_ref().status, "CloudWatch answered");
-                return Ok(());
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = || {
+        let mut health = health.clone();
+        async move {
+            let check = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            match tokio::time::timeout(Duration::from_secs(1), health.check(check)).await {
+                Ok(Ok(r)) => Ok(r.get_ref().status),
+                Ok(Err(s)) => Err(s.to_string()),
+                Err(_) => Err("health check timed out".to_owned()),
             }
-            Ok(Err(s)) => s.to_string(),
-            Err(_) => "health check timed out".to_owned(),
-        };
-        if Instant::now() >= deadline {
-            anyhow::bail!(
-                "dependency CloudWatch (--cloudwatch {addr}) did not answer a health check within {within:?}: {last}"
-            );
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let policy = RetryPolicy::fixed(Duration::from_millis(250), within);
+    match retry_until(policy, shutdown, check, |_| {}).await {
+        Ok(status) => {
+            tracing::info!(addr, status, "CloudWatch answered");
+            Ok(())
+        }
+        Err(RetryError::Cancelled { .. }) => Ok(()),
+        Err(RetryError::DeadlinePassed { last, .. }) => anyhow::bail!(
+            "dependency CloudWatch (--cloudwatch {addr}) did not answer a health check within {within:?}: {last}"
+        ),
     }
 }
 
@@ -201,11 +211,7 @@ pub async fn run_with_sink(
         shutdown.clone(),
     ));
 
-    let ready = tokio::select! {
-        r = wait_for_cloudwatch(&config.cloudwatch, DEPENDENCY_WAIT) => r,
-        _ = shutdown.cancelled() => Ok(()),
-    };
-    if let Err(e) = ready {
+    if let Err(e) = wait_for_cloudwatch(&config.cloudwatch, DEPENDENCY_WAIT, &shutdown).await {
         shutdown.cancel();
         flusher.abort();
         let _ = server.await;

@@ -3,7 +3,9 @@
 //! RAM ("memory contention on invocation hosts"); here both draw on one budget
 //! of bytes, while the bytes themselves are real allocations made by the caller.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 /// Bytes in one MiB, for messages.
 const MIB: f64 = 1024.0 * 1024.0;
@@ -104,8 +106,7 @@ impl MemoryBudget {
     }
 
     fn lock(&self) -> MutexGuard<'_, Usage> {
-        // Plain counters: a panic elsewhere leaves them consistent enough to keep serving.
-        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+        self.usage.lock()
     }
 
     /// The budget's size in bytes.
