@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use maud::{Markup, html};
 
 use super::style::{GREEN, GREY, IDLE_EDGE, INK, RED};
-use super::view::{View, clip, px};
+use super::view::{SVG_NS, View, clip, px};
 use crate::clock::fmt_wall;
 use crate::engine::report::CascadeEdge;
 
-const SVG_NS: &str = "http://www.w3.org/2000/svg";
 const NODE_W: f64 = 150.0;
 const NODE_H: f64 = 42.0;
 /// From one column's left edge to the next one's.

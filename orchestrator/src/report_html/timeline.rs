@@ -8,12 +8,11 @@ use maud::{Markup, html};
 use super::style::{
     BLUE, ERROR_LINE, FLEET_BACKGROUND, FLEET_COLORS, GREY, INK, MUTED, RECOVERED, health_color,
 };
-use super::view::{View, clip, or_dash, px};
+use super::view::{SVG_NS, View, clip, or_dash, px};
 use crate::clock::{fmt_num, fmt_wall};
 use crate::engine::report::{Event, EventKind, FleetSample, HealthSample};
 use crate::state::Health;
 
-const SVG_NS: &str = "http://www.w3.org/2000/svg";
 /// The SVG's width, and the x range of the time axis inside it.
 const TW: f64 = 1120.0;
 const TX0: f64 = 150.0;

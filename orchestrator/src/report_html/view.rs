@@ -101,6 +101,9 @@ impl<'a> View<'a> {
     }
 }
 
+/// The SVG namespace (an identifier, never fetched).
+pub(super) const SVG_NS: &str = "http://www.w3.org/2000/svg";
+
 /// SVG coordinates, to a tenth of a pixel.
 pub(super) fn px(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
