@@ -157,6 +157,13 @@ impl IncidentClock {
         clock(self.at(wall_s))
     }
 
+    /// "HH:MM" at wall offset `wall_s` (the report's axis and tables): not
+    /// clamped at 0 nor truncated to whole seconds first, so a tick on a
+    /// minute never reads the minute before; "—" when `wall_s` is not finite.
+    pub fn clock_hm_at(&self, wall_s: f64) -> String {
+        clock_hm(self.start as f64 + wall_s * self.scale)
+    }
+
     /// Wall offset at which the incident clock reads `incident_secs`.
     pub fn wall_of(&self, incident_secs: u64) -> Duration {
         Duration::from_secs_f64(incident_secs.saturating_sub(self.start) as f64 / self.scale)
@@ -218,6 +225,9 @@ mod tests {
         };
         assert_eq!(c.at(10.0), 9000 + 3600);
         assert_eq!(c.clock_at(2.5), "02:45:00");
+        assert_eq!(c.clock_hm_at(10.0), "03:30");
+        assert_eq!(c.clock_hm_at(17.7), "04:16");
+        assert_eq!(c.clock_hm_at(f64::NAN), DASH);
         assert_eq!(c.wall_of(9000 + 3600), Duration::from_secs(10));
         assert_eq!(
             c.to_wall(Duration::from_secs(15 * 60)),

@@ -130,10 +130,7 @@ pub async fn run(
     r.finish(attach).await;
     let report = r.report(seed, wall_s);
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    std::fs::write(
-        dir.join("report.html"),
-        crate::report_html::render(&serde_json::to_value(&report)?),
-    )?;
+    std::fs::write(dir.join("report.html"), crate::report_html::render(&report))?;
     print_verdict(&report, output, &dir);
     Ok(report)
 }
