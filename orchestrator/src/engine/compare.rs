@@ -31,7 +31,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Override the scenario's time scale (incident seconds per wall second).
-    #[arg(long, value_parser = cascade_core::kinesis::parse_time_scale)]
+    #[arg(long, value_parser = cascade_core::parse::parse_time_scale)]
     pub time_scale: Option<f64>,
     /// Override the scenario's seed (the same for every variant).
     #[arg(long)]

@@ -44,7 +44,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = ThreadLimitArg::Limit(64))]
     pub thread_limit: ThreadLimitArg,
     /// Incident seconds per wall second (360: one incident hour = 10 s).
-    #[arg(long, default_value_t = 360.0, value_parser = cascade_core::kinesis::parse_time_scale)]
+    #[arg(long, default_value_t = 360.0, value_parser = cascade_core::parse::parse_time_scale)]
     pub time_scale: f64,
     /// Start the fleet in the background and return; other commands talk to it.
     #[arg(long)]
@@ -62,7 +62,7 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value_t = BootstrapArg::Peers)]
     pub bootstrap: BootstrapArg,
     /// Fraction of the one-hour learning delay removed at random per front-end.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    #[arg(long, default_value_t = 0.5, value_parser = cascade_core::parse::parse_fraction)]
     pub learning_jitter: f64,
     #[command(flatten)]
     pub topology: TopologyArgs,
@@ -75,13 +75,6 @@ pub struct UpArgs {
     /// supervisor of a `cascade run` dies with its run, even a killed one).
     #[arg(long, hide = true)]
     pub exit_with: Option<u32>,
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} must be a number from 0 to 1")),
-    }
 }
 
 /// `cascade up` alone, to parse [`UpArgs`].

@@ -266,8 +266,7 @@ impl StreamReader {
     }
 }
 
-// Its old path, kept so the orchestrator's `cascade_core::kinesis::parse_time_scale` resolves.
-pub use crate::parse::parse_time_scale;
+use crate::parse::parse_time_scale;
 
 /// The incident clock: `--time-scale` incident seconds per wall second.
 #[derive(Debug, Clone, Copy, clap::Args)]
