@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -55,20 +54,10 @@ pub enum Command {
         #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=512))]
         count: u32,
     },
-    /// Restart every front-end, K at a time, waiting D between batches.
-    RestartFrontends {
-        /// Front-ends restarted together.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512))]
-        batch: u32,
-        /// Wall time between batches, e.g. 2s or 500ms.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        /// Wall time a restarted front-end has to report a ready shard map;
-        /// one that has not is judged unhealthy, removed and started again
-        /// (0s: no health gate).
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        grace: Duration,
-    },
+    /// Restart every front-end of the main fleet as a deployment would: K
+    /// at a time, each batch health-gated (the next starts only once the
+    /// previous one's shard maps are ready), D between batches.
+    RestartFrontends(client::RestartArgs),
     /// Poke the data plane like `aws kinesis`.
     #[command(subcommand)]
     Kinesis(client::KinesisCmd),
@@ -187,14 +176,7 @@ async fn dispatch(command: Command, plan: Option<(scenario::Loaded, PathBuf)>) -
         (Command::Status { json }, _) => report(client::status(json).await),
         (Command::AddCapacity { count }, _) => report(client::add_capacity(count).await),
         (Command::RemoveCapacity { count }, _) => report(client::remove_capacity(count).await),
-        (
-            Command::RestartFrontends {
-                batch,
-                interval,
-                grace,
-            },
-            _,
-        ) => report(client::restart(batch, interval, grace).await),
+        (Command::RestartFrontends(args), _) => report(client::restart(args).await),
         (Command::Kinesis(cmd), _) => report(client::kinesis(cmd).await),
         (Command::Probe(args), _) => report(client::probe(args).await),
         (Command::Inject(spec), _) => report(client::inject(spec).await),

@@ -97,6 +97,10 @@ pub struct FrontendEntry {
     /// Membership fleet: "" for the main fleet, "cloudwatch" for the partitioned one.
     #[serde(default)]
     pub fleet: String,
+    /// The gauges it reports besides the above (worker slots, requests
+    /// served, snapshot fetches).
+    #[serde(default)]
+    pub info: std::collections::BTreeMap<String, String>,
 }
 
 /// One service.

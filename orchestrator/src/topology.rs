@@ -174,7 +174,7 @@ pub struct TopologyArgs {
     #[arg(long = "service-arg")]
     pub service_args: Vec<ServiceArg>,
     /// Synthetic customer calls per second to each service (0: no traffic).
-    #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 25.0, value_parser = parse_rate)]
     pub traffic_rate: f64,
     /// Deadline of every synthetic customer call.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]

@@ -242,7 +242,7 @@ impl Caller {
                     self.deadline * 3
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

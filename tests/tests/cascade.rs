@@ -45,6 +45,10 @@ fn up(tag: &str, extra: &[&str]) -> Fleet {
         &limit,
         "--time-scale",
         "3600",
+        // The calibration below (buffers filling within seconds) is for
+        // 5 customer calls a second to each service.
+        "--traffic-rate",
+        "5",
         // Lambda's host model is small so its agent buffer crowds invocations out within seconds.
         "--service-arg",
         "lambda:--memory-budget=5242880",

@@ -129,12 +129,64 @@ pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
 }
 
 /// `cascade restart-frontends`.
-pub async fn restart(batch: u32, interval: Duration, grace: Duration) -> anyhow::Result<()> {
+/// The floor of the default health gate, in wall time.
+const MIN_DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// `cascade restart-frontends` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestartArgs {
+    /// Front-ends restarted together.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=512), conflicts_with = "all_at_once")]
+    pub batch: u32,
+    /// Wall time between batches (after the previous batch is ready), e.g. 2s.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Wall time a restarted front-end has to report a ready shard map; one
+    /// that has not is judged unhealthy, removed and started again, and the
+    /// next batch waits. Default: 15 incident minutes at the fleet's time
+    /// scale, and at least 5s. 0s: no health gate (batches follow each other
+    /// at once).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Restart the whole fleet in one batch. RISK: every front-end then
+    /// populates its shard map from peers that are themselves booting, so
+    /// population starves request handling, slow front-ends are judged
+    /// unhealthy and restarted again, and recovery can stall (the 2020
+    /// hazard; see scenarios/fast-restart.toml).
+    #[arg(long)]
+    pub all_at_once: bool,
+}
+
+/// `cascade restart-frontends`: a health-gated rolling restart by default.
+pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
+    let st = fetch_status().await?;
+    let batch = if args.all_at_once {
+        st.main_fleet().count().max(1) as u32
+    } else {
+        args.batch
+    };
+    // The default gate: 15 incident minutes, but never less than a process
+    // needs to start and populate its map at any time scale.
+    let grace = args.grace.unwrap_or_else(|| {
+        crate::clock::to_wall(Duration::from_secs(15 * 60), st.time_scale).max(MIN_DEFAULT_GRACE)
+    });
+    say!(
+        "restarting {batch} at a time, {} between batches, health gate {}",
+        humantime::format_duration(args.interval),
+        if grace.is_zero() {
+            "off".to_owned()
+        } else {
+            format!(
+                "{} for each batch to be ready",
+                humantime::format_duration(grace)
+            )
+        }
+    );
     let mut stream = supervisor()
         .await?
         .restart_frontends(sv::RestartRequest {
             batch,
-            interval_ms: interval.as_millis() as u64,
+            interval_ms: args.interval.as_millis() as u64,
             grace_ms: grace.as_millis() as u64,
         })
         .await

@@ -28,6 +28,19 @@ pub fn up_args(s: &Scenario, seed: u64) -> anyhow::Result<UpArgs> {
     } else {
         t.services.join(",")
     };
+    if let Some(c) = &t.request_cost {
+        up.request_cost =
+            crate::clock::parse_duration("request_cost", c).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(r) = t.traffic_rate {
+        up.topology.traffic_rate = r;
+    }
+    if let Some(n) = t.cognito_instances {
+        up.topology.cognito_instances = n;
+    }
+    if let Some(j) = t.learning_jitter {
+        up.learning_jitter = j;
+    }
     for r in &t.remediations {
         apply(*r, &mut up, t.frontends);
     }

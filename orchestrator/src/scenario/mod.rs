@@ -85,6 +85,15 @@ pub struct Topology {
     pub services: Vec<String>,
     /// Remediation variants in force from the start.
     pub remediations: Vec<Remediation>,
+    /// MODEL: wall time a front-end spends on each routed request, holding
+    /// a worker slot ("100ms"); bounds what a front-end can carry.
+    pub request_cost: Option<String>,
+    /// Customer calls per second to each service.
+    pub traffic_rate: Option<f64>,
+    /// Cognito webserver instances.
+    pub cognito_instances: Option<u32>,
+    /// Fraction of the one-hour learning delay removed at random per front-end.
+    pub learning_jitter: Option<f64>,
 }
 
 impl Default for Topology {
@@ -95,6 +104,10 @@ impl Default for Topology {
             time_scale: 360.0,
             services: Service::ALL.iter().map(|s| s.name().to_owned()).collect(),
             remediations: Vec::new(),
+            request_cost: None,
+            traffic_rate: None,
+            cognito_instances: None,
+            learning_jitter: None,
         }
     }
 }

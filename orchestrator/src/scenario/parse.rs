@@ -159,6 +159,31 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
 
 /// The topology's ranges and services (file-level errors: no line to point at).
 fn validate_topology(path: &Path, t: &super::Topology) -> anyhow::Result<()> {
+    let bad = |key: &str, e: String| anyhow::anyhow!("{}: topology.{key}: {e}", path.display());
+    if let Some(c) = &t.request_cost {
+        crate::clock::parse_duration("request_cost", c).map_err(|e| bad("request_cost", e))?;
+    }
+    if let Some(r) = t.traffic_rate
+        && !(r.is_finite() && (0.0..=200.0).contains(&r))
+    {
+        return Err(bad(
+            "traffic_rate",
+            format!("{r} must be from 0 to 200 calls per second"),
+        ));
+    }
+    if let Some(n) = t.cognito_instances
+        && !(1..=16).contains(&n)
+    {
+        return Err(bad("cognito_instances", format!("{n}; use 1 to 16")));
+    }
+    if let Some(j) = t.learning_jitter
+        && !(0.0..=1.0).contains(&j)
+    {
+        return Err(bad(
+            "learning_jitter",
+            format!("{j}; use a fraction from 0 to 1"),
+        ));
+    }
     if t.frontends == 0 || t.frontends > crate::supervisor::MAX_FLEET {
         bail!(
             "{}: topology.frontends: {} is out of range; use 1 to {}",

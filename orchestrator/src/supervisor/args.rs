@@ -64,6 +64,11 @@ pub struct UpArgs {
     /// Fraction of the one-hour learning delay removed at random per front-end.
     #[arg(long, default_value_t = 0.5, value_parser = cascade_core::parse::parse_fraction)]
     pub learning_jitter: f64,
+    /// MODEL: wall time each front-end spends serving one routed data-plane
+    /// request, holding one of its worker slots; it bounds what a front-end
+    /// can carry (0s: no bound).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub request_cost: std::time::Duration,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
@@ -123,6 +128,10 @@ impl UpArgs {
             ),
             format!("--bootstrap={}", self.bootstrap.as_str()),
             format!("--learning-jitter={}", self.learning_jitter),
+            format!(
+                "--request-cost={}",
+                humantime::format_duration(self.request_cost)
+            ),
         ];
         if self.detach {
             v.push("--detach".into());
@@ -268,7 +277,7 @@ mod tests {
             (
                 prop::sample::select(EnforcementPref::value_variants().to_vec()),
                 prop::sample::select(BootstrapArg::value_variants().to_vec()),
-                0.0f64..=1.0,
+                (0.0f64..=1.0, 0u64..5_000_000),
                 topology(),
                 docker(),
                 any::<bool>(),
@@ -278,7 +287,15 @@ mod tests {
             .prop_map(
                 |(
                     (frontends, limit, time_scale, detach, seed, workers),
-                    (enforcement, bootstrap, learning_jitter, topology, docker, daemon, exit_with),
+                    (
+                        enforcement,
+                        bootstrap,
+                        (learning_jitter, cost_us),
+                        topology,
+                        docker,
+                        daemon,
+                        exit_with,
+                    ),
                 )| UpArgs {
                     frontends,
                     thread_limit: limit.map_or(ThreadLimitArg::None, ThreadLimitArg::Limit),
@@ -289,6 +306,7 @@ mod tests {
                     enforcement,
                     bootstrap,
                     learning_jitter,
+                    request_cost: Duration::from_micros(cost_us),
                     topology,
                     docker,
                     daemon,

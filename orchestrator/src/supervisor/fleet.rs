@@ -112,6 +112,10 @@ impl Supervisor {
             format!("--bootstrap={}", a.bootstrap.as_str()),
             format!("--workers={}", a.workers),
             format!("--fleet={fleet}"),
+            format!(
+                "--request-cost={}",
+                humantime::format_duration(a.request_cost)
+            ),
         ]
     }
 

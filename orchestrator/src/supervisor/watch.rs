@@ -21,6 +21,11 @@ use crate::traffic;
 
 /// Customer-traffic window that decides a service's health.
 pub const HEALTH_WINDOW_SECS: i64 = 5;
+/// Fewest customer calls in a window that health is judged from.
+pub const MIN_CALLS: u64 = 10;
+/// Fewest calls a p99 is a real percentile over (below, the nearest rank
+/// is the slowest call, so latency is not judged).
+pub const P99_MIN_CALLS: u64 = 100;
 
 /// A process's part in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +347,7 @@ async fn observe_frontend(r: RosterEntry) -> FrontendEntry {
         Ok(s) => {
             let s = s.into_inner();
             e.threads = s.threads;
+            e.info = s.info.into_iter().collect();
             if let Some(f) = s.frontend {
                 e.base_threads = f.base_threads;
                 e.thread_limit = (f.thread_limit > 0).then_some(f.thread_limit);
@@ -381,25 +387,31 @@ async fn observe_service(r: RosterEntry) -> (String, ServiceSeen) {
 }
 
 /// Health from customer traffic: serving when at least 95% of calls
-/// succeeded within the deadline, degraded from 50%, down below. `None`
-/// when there were no calls in the window.
+/// succeeded and (over enough calls for a real p99) p99 is within the
+/// deadline; degraded from 50%; down below. `None` with fewer than
+/// [`MIN_CALLS`] calls in the window: too few to judge.
 pub fn judge(t: &traffic::Summary, deadline_ms: f64) -> Option<(Health, String)> {
     let total = t.ok + t.failed;
-    if total == 0 {
+    if total < MIN_CALLS {
         return None;
     }
     let ratio = t.ok as f64 / total as f64;
-    let health = if ratio >= 0.95 && t.p99_ms <= deadline_ms {
+    let slow = total >= P99_MIN_CALLS && t.p99_ms > deadline_ms;
+    let health = if ratio >= 0.95 && !slow {
         Health::Serving
     } else if ratio >= 0.5 {
         Health::Degraded
     } else {
         Health::Down
     };
+    let p99 = if total >= P99_MIN_CALLS {
+        format!("p99 {:.0} ms", t.p99_ms)
+    } else {
+        format!("p99 not judged (fewer than {P99_MIN_CALLS} calls)")
+    };
     let mut detail = format!(
-        "{:.0}% of {total} customer calls ok, p99 {:.0} ms (last {HEALTH_WINDOW_SECS} s)",
-        ratio * 100.0,
-        t.p99_ms
+        "{:.0}% of {total} customer calls ok, {p99} (last {HEALTH_WINDOW_SECS} s)",
+        ratio * 100.0
     );
     if !t.errors.is_empty() {
         let errs: Vec<String> = t.errors.iter().map(|(k, v)| format!("{k} x{v}")).collect();
@@ -423,22 +435,29 @@ mod tests {
 
     #[test]
     fn health_follows_the_share_of_calls_that_succeeded() {
+        let h = |ok, failed| judge(&summary(ok, failed, 30.0), 1000.0).map(|x| x.0);
+        assert_eq!(h(120, 0), Some(Health::Serving));
+        assert_eq!(h(72, 48), Some(Health::Degraded));
+        assert_eq!(h(12, 108), Some(Health::Down));
+    }
+
+    #[test]
+    fn too_few_calls_are_not_judged() {
         assert_eq!(judge(&summary(0, 0, 0.0), 1000.0), None);
+        assert_eq!(judge(&summary(3, 6, 30.0), 1000.0), None, "9 calls");
+        assert!(judge(&summary(3, 7, 30.0), 1000.0).is_some(), "10 calls");
+    }
+
+    #[test]
+    fn p99_is_judged_only_over_enough_calls() {
+        let few = judge(&summary(25, 0, 1500.0), 1000.0).expect("judged");
         assert_eq!(
-            judge(&summary(20, 0, 30.0), 1000.0).map(|x| x.0),
-            Some(Health::Serving)
+            few.0,
+            Health::Serving,
+            "25 calls: p99 would be the slowest call"
         );
-        assert_eq!(
-            judge(&summary(20, 0, 1500.0), 1000.0).map(|x| x.0),
-            Some(Health::Degraded)
-        );
-        assert_eq!(
-            judge(&summary(12, 8, 30.0), 1000.0).map(|x| x.0),
-            Some(Health::Degraded)
-        );
-        assert_eq!(
-            judge(&summary(2, 18, 30.0), 1000.0).map(|x| x.0),
-            Some(Health::Down)
-        );
+        assert!(few.1.contains("p99 not judged"), "{}", few.1);
+        let many = judge(&summary(120, 0, 1500.0), 1000.0).expect("judged");
+        assert_eq!(many.0, Health::Degraded, "{}", many.1);
     }
 }

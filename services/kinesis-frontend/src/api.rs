@@ -102,6 +102,7 @@ impl Kinesis for FrontendApi {
         )?;
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::owner_of(&routes, hash)?;
+        self.0.serve().await;
         Ok(self.client(route)?.put_record(req.into_inner()).await?)
     }
 
@@ -113,6 +114,7 @@ impl Kinesis for FrontendApi {
         let r = req.into_inner();
         keyspace::validate_batch_len(r.records.len())?;
         let routes = self.routes(&r.stream_name).await?;
+        self.0.serve().await;
         // Group entries by owning back end, keeping each entry's position.
         let mut results = vec![pb::PutRecordsResult::default(); r.records.len()];
         let mut failed = 0;
@@ -166,6 +168,7 @@ impl Kinesis for FrontendApi {
         let r = req.get_ref();
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::shard(&routes, &r.stream_name, &r.shard_id)?;
+        self.0.serve().await;
         Ok(self
             .client(route)?
             .get_shard_iterator(req.into_inner())
@@ -180,6 +183,7 @@ impl Kinesis for FrontendApi {
         let it = ShardIterator::decode(&req.get_ref().shard_iterator)?;
         let routes = self.routes(&it.stream_name).await?;
         let route = Self::shard(&routes, &it.stream_name, &it.shard_id)?;
+        self.0.serve().await;
         Ok(self.client(route)?.get_records(req.into_inner()).await?)
     }
 
@@ -190,6 +194,7 @@ impl Kinesis for FrontendApi {
         let _slot = self.0.slot().await?;
         let stream = &req.get_ref().stream_name;
         let routes = self.routes(stream).await?;
+        self.0.serve().await;
         Ok(Response::new(pb::ListShardsResponse {
             shards: routes
                 .iter()

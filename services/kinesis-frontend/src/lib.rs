@@ -101,6 +101,13 @@ pub struct FrontendConfig {
     /// is small, so its cost is modelled as time, scaled like every clock).
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     pub snapshot_cost: Duration,
+    /// MODEL: wall time a front-end spends serving each routed data-plane
+    /// request, holding one of its worker slots. With it, what one
+    /// front-end can carry is bounded (`worker_slots / request_cost`
+    /// requests a second), so a partly restored fleet rejects the share of
+    /// the load it cannot carry. 0 (the default) models no cost.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub request_cost: Duration,
     /// How long (incident time) a booting front-end waits for one peer's
     /// snapshot, holding a worker slot, before it gives the slot back and
     /// retries: four times the snapshot cost by default.
@@ -139,6 +146,8 @@ pub struct Frontend {
     serving: std::sync::atomic::AtomicU32,
     /// Requests that found no free slot in time.
     slot_timeouts: AtomicU64,
+    /// Data-plane requests routed and served.
+    requests_served: AtomicU64,
 }
 
 impl Frontend {
@@ -161,6 +170,15 @@ impl Frontend {
                     self.serving.load(Ordering::Relaxed),
                 )))
             }
+        }
+    }
+
+    /// The modelled cost of serving one routed request (the caller holds
+    /// its worker slot meanwhile).
+    async fn serve(&self) {
+        self.requests_served.fetch_add(1, Ordering::Relaxed);
+        if !self.config.request_cost.is_zero() {
+            tokio::time::sleep(self.config.request_cost).await;
         }
     }
 
@@ -301,6 +319,14 @@ impl StatusSource for Frontend {
                 u64::from(self.serving.load(Ordering::Relaxed)),
             ),
             ("slot_timeouts", self.slot_timeouts.load(Ordering::Relaxed)),
+            (
+                "requests_served",
+                self.requests_served.load(Ordering::Relaxed),
+            ),
+            (
+                "request_cost_ms",
+                self.config.request_cost.as_millis() as u64,
+            ),
         ]
         .map(|(k, v)| (k, v.to_string()));
         ProcessStatus {
@@ -509,6 +535,7 @@ pub async fn run(
         fetch_timeouts,
         serving: std::sync::atomic::AtomicU32::new(0),
         slot_timeouts: AtomicU64::new(0),
+        requests_served: AtomicU64::new(0),
     });
     let (routes, health) = serve::base_routes(frontend.clone())?;
     let routes = routes.add_service(KinesisServer::new(api::FrontendApi(frontend.clone())));
