@@ -350,9 +350,9 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
             }
             // Model knobs sized so the agent buffer crowds invocations out
             // about one incident hour after CloudWatch fails at the default
-            // time scale and traffic rate (5 calls/s * 128 KiB ~ 6 MiB in 10 s).
+            // time scale and traffic rate (25 calls/s * 24 KiB ~ 6 MiB in 10 s).
             default_flag(&mut v, t, p.service, "--memory-budget", "8388608");
-            default_flag(&mut v, t, p.service, "--log-bytes-per-invocation", "131072");
+            default_flag(&mut v, t, p.service, "--log-bytes-per-invocation", "24576");
             if let Some(b) = t.lambda_agent_buffer_max {
                 v.push(format!("--agent-buffer-max={b}"));
             }

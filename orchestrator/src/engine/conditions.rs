@@ -32,8 +32,9 @@ pub enum Eval {
 pub struct Seen {
     /// Each service's first impairment (wall seconds).
     pub impaired: BTreeMap<String, f64>,
-    /// Every step so far: its description and whether it succeeded.
-    pub steps: Vec<(String, bool)>,
+    /// Every step so far: its description, whether it succeeded, and when
+    /// it started (wall seconds).
+    pub steps: Vec<(String, bool, f64)>,
     /// Recent observations (wall seconds, status), the last health window.
     pub recent: VecDeque<(f64, Status)>,
     /// The incident clock, to name onsets.
@@ -67,9 +68,9 @@ pub fn evaluate(c: &Condition, st: &Status, seen: &Seen) -> Eval {
             match seen
                 .steps
                 .iter()
-                .find(|(d, ok)| d.contains(matching.as_str()) && *ok == want)
+                .find(|(d, ok, _)| d.contains(matching.as_str()) && *ok == want)
             {
-                Some((d, _)) => Eval::Holds(format!("step {d}")),
+                Some((d, _, _)) => Eval::Holds(format!("step {d}")),
                 None => Eval::Not(format!(
                     "no step matching {matching:?} has {}",
                     if want { "succeeded" } else { "failed" }
@@ -110,15 +111,20 @@ pub fn evaluate(c: &Condition, st: &Status, seen: &Seen) -> Eval {
                 Eval::Not(seen)
             }
         }
-        Condition::ReadyFrontends { at_most } => {
-            let n = st.count_maps(MapState::Ready);
+        Condition::ReadyFrontends { at_least, at_most } => {
+            let n = st.count_maps(MapState::Ready) as u32;
             let seen = format!("{n} front-ends ready");
-            if n as u32 <= *at_most {
+            if at_least.is_none_or(|a| n >= a) && at_most.is_none_or(|m| n <= m) {
                 Eval::Holds(seen)
             } else {
                 Eval::Not(seen)
             }
         }
+        Condition::ErrorRate {
+            service,
+            at_most,
+            at_least,
+        } => error_rate(st, service, *at_most, *at_least),
         Condition::ThreadAlarms { at_least } => {
             let seen = format!("{} thread alarms", st.alarms.len());
             if st.alarms.len() as u64 >= *at_least {
@@ -145,6 +151,26 @@ pub fn evaluate(c: &Condition, st: &Status, seen: &Seen) -> Eval {
                 .collect();
             Eval::Holds(all.join("; "))
         }
+    }
+}
+
+/// The share of `service`'s customer calls that failed in the health window.
+fn error_rate(st: &Status, service: &str, at_most: Option<f64>, at_least: Option<f64>) -> Eval {
+    let Some(t) = st.service(service).and_then(|s| s.traffic.as_ref()) else {
+        return Eval::Never(format!("{service} has no customer traffic in this run"));
+    };
+    let total = t.ok + t.failed;
+    if total < crate::supervisor::MIN_CALLS {
+        return Eval::Not(format!(
+            "{service}: {total} calls in the window, too few to judge"
+        ));
+    }
+    let rate = t.failed as f64 / total as f64;
+    let seen = format!("{service} error rate {:.0}% of {total} calls", rate * 100.0);
+    if at_most.is_none_or(|m| rate <= m) && at_least.is_none_or(|m| rate >= m) {
+        Eval::Holds(seen)
+    } else {
+        Eval::Not(seen)
     }
 }
 

@@ -5,21 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{CascadeEdge, EventKind, FleetSample, HealthSample, ServiceImpact};
+use super::report::{EventKind, FleetSample, HealthSample, ServiceImpact};
 use crate::clock::tenths;
 use crate::state::{Health, MapState};
 use crate::status::Status;
-
-/// The dependencies along which a failure can travel (incident.md's
-/// cascade table): `(upstream, downstream)`.
-const EDGES: [(&str, &str); 6] = [
-    ("kinesis", "cognito"),
-    ("kinesis", "cloudwatch"),
-    ("kinesis", "eventbridge"),
-    ("cloudwatch", "lambda"),
-    ("cloudwatch", "ecs"),
-    ("eventbridge", "ecs"),
-];
 
 /// Wall seconds between timeline samples.
 const SAMPLE_EVERY_S: f64 = 0.5;
@@ -120,29 +109,6 @@ impl ImpactTracker {
         self.impact
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.impaired_at_s?)))
-            .collect()
-    }
-
-    /// The cascade graph: every dependency edge of the services in the run,
-    /// and whether the failure travelled along it (the upstream service was
-    /// impaired first, the downstream one after it).
-    pub fn cascade_edges(&self) -> Vec<CascadeEdge> {
-        let at = |s: &str| self.impact.get(s).map(|i| i.impaired_at_s);
-        EDGES
-            .iter()
-            .filter_map(|(a, b)| {
-                let (x, y) = (at(a)?, at(b)?);
-                let lag = match (x, y) {
-                    (Some(x), Some(y)) if y + 0.5 >= x => Some(tenths((y - x).max(0.0))),
-                    _ => None,
-                };
-                Some(CascadeEdge {
-                    from: (*a).to_owned(),
-                    to: (*b).to_owned(),
-                    carried: lag.is_some(),
-                    lag_s: lag,
-                })
-            })
             .collect()
     }
 

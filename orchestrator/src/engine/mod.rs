@@ -9,8 +9,10 @@
 //! `stepper` and `steps`, `journal`, `impact` (the tracker), `conditions`
 //! and `judge`, `report` (the typed report.json) and `compare`.
 
+pub mod cascade;
 pub mod compare;
 pub mod conditions;
+pub mod fidelity;
 pub mod impact;
 pub mod journal;
 pub mod judge;
@@ -137,6 +139,9 @@ pub async fn run(
 
 fn print_verdict(report: &Report, output: Output, dir: &std::path::Path) {
     let path = dir.join("report.json");
+    if let (Some(f), Output::Human) = (&report.fidelity, output) {
+        out(format_args!("{}", f.render()));
+    }
     if output == Output::Json {
         let line = serde_json::json!({"verdict": report.verdict, "held": report.held(), "expectations": report.expectations.len(), "report": path});
         out(format_args!("{line}"));

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
+use super::cascade::CascadeTracker;
+use super::fidelity::FidelityTracker;
 use super::impact::ImpactTracker;
 use super::journal::{Journal, Output, out};
 use super::judge::{Eval, Judge, Seen, evaluate, holds};
@@ -35,6 +37,12 @@ pub struct Runner {
     /// Per expectation (and the steady state after), its decision so far.
     pub expectations: Vec<(String, Option<(bool, String)>)>,
     pub verdict: Verdict,
+    /// The postmortem's timed events, as the replay shows them.
+    pub fidelity: FidelityTracker,
+    /// The dependency graph and the evidence each edge carried the failure.
+    pub cascade: CascadeTracker,
+    /// When the step in progress started (wall seconds).
+    step_started: f64,
 }
 
 impl Runner {
@@ -52,6 +60,8 @@ impl Runner {
             clock: Some(journal.clock),
             ..Default::default()
         };
+        let fidelity = FidelityTracker::new(&s.fidelity, journal.clock);
+        let cascade = CascadeTracker::new(s.topology.services.iter().any(|x| x == "cognito"));
         Self {
             s,
             journal,
@@ -59,6 +69,9 @@ impl Runner {
             seen,
             expectations,
             verdict: Verdict::Pass,
+            fidelity,
+            cascade,
+            step_started: 0.0,
         }
     }
 
@@ -179,6 +192,7 @@ impl Runner {
                 self.live_view(&st, t);
             }
             self.seen.impaired = self.tracker.first_impaired();
+            self.cascade.observe(&st, t);
             self.seen.remember(t, &st);
             if let Some(c) = self.s.aborts.iter().find(|c| holds(c, &st, &self.seen)) {
                 self.journal
@@ -219,12 +233,17 @@ impl Runner {
     /// Journals a step's start, result or progress; true once every step ran.
     fn on_step_event(&mut self, e: StepEvent) -> bool {
         match e {
-            StepEvent::Started { kind } => self.journal.phase = kind.to_owned(),
+            StepEvent::Started { kind } => {
+                self.journal.phase = kind.to_owned();
+                self.step_started = self.journal.elapsed_s();
+            }
             StepEvent::Done {
                 description,
                 result,
             } => {
-                self.seen.steps.push((description.clone(), result.is_ok()));
+                self.seen
+                    .steps
+                    .push((description.clone(), result.is_ok(), self.step_started));
                 match result {
                     Ok(d) => self
                         .journal
@@ -358,7 +377,7 @@ impl Runner {
             wall_s: tenths(wall_s),
             services,
             impaired_order: self.tracker.impaired_order(),
-            cascade: self.tracker.cascade_edges(),
+            cascade: self.cascade.edges(&self.tracker.first_impaired()),
             timeline: self.tracker.timeline.clone(),
             frontends: self.tracker.fleet.clone(),
             expectations: self
@@ -373,6 +392,7 @@ impl Runner {
                 })
                 .collect(),
             events: self.journal.events.clone(),
+            fidelity: (!self.s.fidelity.is_empty()).then(|| self.fidelity.table()),
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct Report {
     pub expectations: Vec<ExpectationResult>,
     /// The journal's entries.
     pub events: Vec<Event>,
+    /// The replay against the postmortem's timed events (scenarios that
+    /// say how each event shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<super::fidelity::Fidelity>,
 }
 
 /// One service's impact.
@@ -83,6 +87,9 @@ pub struct CascadeEdge {
     pub carried: bool,
     /// Wall seconds from the upstream's impairment to the downstream's.
     pub lag_s: Option<f64>,
+    /// The downstream's cause that names the upstream (why `carried`).
+    #[serde(default)]
+    pub evidence: Option<String>,
 }
 
 /// One sample of a service's health.

@@ -41,6 +41,12 @@ pub fn up_args(s: &Scenario, seed: u64) -> anyhow::Result<UpArgs> {
     if let Some(j) = t.learning_jitter {
         up.learning_jitter = j;
     }
+    for a in &t.service_args {
+        up.topology.service_args.push(
+            a.parse()
+                .map_err(|e: String| anyhow::anyhow!("scenario topology.service_args: {e}"))?,
+        );
+    }
     for r in &t.remediations {
         apply(*r, &mut up, t.frontends);
     }

@@ -44,6 +44,7 @@ pub fn render(report: &Report) -> String {
                     (header(&v))
                     (timeline::section(&v))
                     (graph::section(&v))
+                    (tables::fidelity(&v))
                     (tables::impact(&v))
                     (tables::expectations(&v))
                     (tables::events(&v))

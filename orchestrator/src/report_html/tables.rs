@@ -9,6 +9,39 @@ use super::view::{View, or_dash};
 use crate::clock::{DASH, fmt_num, fmt_wall, long_duration};
 use crate::engine::report::{Event, ServiceImpact};
 
+/// The replay against the postmortem: every timed event, 2020 and replay.
+pub(super) fn fidelity(v: &View) -> Markup {
+    let Some(f) = &v.report.fidelity else {
+        return html! {};
+    };
+    html! {
+        section #fidelity {
+            h2 { "Fidelity to the 2020 postmortem" }
+            p.note {
+                "Order inversions: " (f.order_inversions) "; median |deviation|: "
+                (fmt_num(f.median_abs_deviation_min, 0)) " incident minutes (an event the replay never showed counts as a whole day off)."
+            }
+            table {
+                thead { tr {
+                    th { "2020 (PST)" } th { "replay" } th.num { "deviation" } th { "service" } th { "kind" } th { "event" }
+                } }
+                tbody {
+                    @for e in &f.events {
+                        tr {
+                            td.t { (e.incident_at) }
+                            td.t { (e.replay_at.as_deref().unwrap_or(DASH)) }
+                            td.num { (e.deviation_min.map_or_else(|| "never".to_owned(), |d| format!("{d:+} min"))) }
+                            td { (e.service) }
+                            td { (format!("{:?}", e.kind).to_lowercase()) }
+                            td { (e.event) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Impact per service, the first impaired first.
 pub(super) fn impact(v: &View) -> Markup {
     let mut rows: Vec<(&str, &ServiceImpact)> = v

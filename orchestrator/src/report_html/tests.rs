@@ -29,6 +29,7 @@ fn minimal() -> Report {
         frontends: Vec::new(),
         expectations: Vec::new(),
         events: Vec::new(),
+        fidelity: None,
     }
 }
 
@@ -64,6 +65,7 @@ fn edge(from: &str, to: &str, carried: bool, lag_s: Option<f64>) -> CascadeEdge 
         to: to.to_string(),
         carried,
         lag_s,
+        evidence: carried.then(|| format!("{to}-0: {from} failing")),
     }
 }
 

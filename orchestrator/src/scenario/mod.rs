@@ -43,6 +43,45 @@ pub struct Scenario {
     /// Steps that always run at the end, whatever happened.
     #[serde(default, rename = "rollback")]
     pub rollbacks: Vec<Step>,
+    /// How each timed event of the 2020 postmortem shows in the replay
+    /// (the fidelity table).
+    #[serde(default, rename = "fidelity")]
+    pub fidelity: Vec<FidelitySpec>,
+}
+
+/// How one event of the postmortem's table shows in the replay: the first
+/// time `condition` holds (for `for`, without a break) after `after`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FidelitySpec {
+    /// The postmortem's event: its time and its service, "05:15 kinesis"
+    /// (the key into its table).
+    pub event: String,
+    /// Look only after this (incident clock or offset).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// How long the condition must hold without a break (the event's time
+    /// is when that run began).
+    #[serde(default, rename = "for")]
+    pub hold_for: Option<String>,
+    /// What shows the event.
+    #[serde(flatten)]
+    pub condition: Condition,
+}
+
+impl FidelitySpec {
+    /// The event's time and service.
+    pub fn key(&self) -> (&str, &str) {
+        self.event
+            .split_once(' ')
+            .map_or((self.event.as_str(), ""), |(a, s)| (a, s.trim()))
+    }
+
+    /// `for`, parsed (checked at parse time).
+    pub fn hold_for(&self) -> Option<Duration> {
+        self.hold_for
+            .as_deref()
+            .and_then(|d| humantime::parse_duration(d).ok())
+    }
 }
 
 /// Scenario metadata.
@@ -94,6 +133,9 @@ pub struct Topology {
     pub cognito_instances: Option<u32>,
     /// Fraction of the one-hour learning delay removed at random per front-end.
     pub learning_jitter: Option<f64>,
+    /// Extra flags for one service's processes, "SERVICE:--flag=value"
+    /// (model knobs calibrated to 2020's timing).
+    pub service_args: Vec<String>,
 }
 
 impl Default for Topology {
@@ -108,6 +150,7 @@ impl Default for Topology {
             traffic_rate: None,
             cognito_instances: None,
             learning_jitter: None,
+            service_args: Vec::new(),
         }
     }
 }
@@ -197,8 +240,24 @@ pub enum Condition {
     },
     /// How many main-fleet front-ends have a ready shard map.
     ReadyFrontends {
+        /// At least this many (e.g. "the first front-ends take traffic").
+        #[serde(default)]
+        at_least: Option<u32>,
         /// At most this many (e.g. "recovery stalls": at most half).
-        at_most: u32,
+        #[serde(default)]
+        at_most: Option<u32>,
+    },
+    /// The share of a service's customer calls that failed in the health
+    /// window (judged over at least the minimum number of calls).
+    ErrorRate {
+        /// The service.
+        service: String,
+        /// At most this share (0 to 1).
+        #[serde(default)]
+        at_most: Option<f64>,
+        /// At least this share (0 to 1).
+        #[serde(default)]
+        at_least: Option<f64>,
     },
     /// Restarted front-ends judged unhealthy (not ready within the grace)
     /// and removed, counted over the run.

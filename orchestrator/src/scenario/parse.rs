@@ -147,6 +147,8 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Scenario> {
         validate_condition(&x.condition, &services).map_err(|e| fail("expect", n, "check", e))?;
         x.hold().map_err(|e| fail("expect", n, "for", e))?;
     }
+    validate_fidelity(&scenario, start, &services)
+        .map_err(|(n, key, e)| fail("fidelity", n, key, e))?;
     for (n, c) in scenario.aborts.iter().enumerate() {
         validate_condition(c, &services).map_err(|e| fail("abort", n, "check", e))?;
     }
@@ -175,6 +177,10 @@ fn validate_topology(path: &Path, t: &super::Topology) -> anyhow::Result<()> {
         && !(1..=16).contains(&n)
     {
         return Err(bad("cognito_instances", format!("{n}; use 1 to 16")));
+    }
+    for a in &t.service_args {
+        a.parse::<crate::topology::ServiceArg>()
+            .map_err(|e| bad("service_args", e))?;
     }
     if let Some(j) = t.learning_jitter
         && !(0.0..=1.0).contains(&j)
@@ -217,6 +223,45 @@ fn validate_topology(path: &Path, t: &super::Topology) -> anyhow::Result<()> {
     }
     crate::topology::parse_services(&t.services.join(","))
         .map_err(|e| anyhow::anyhow!("{}: topology.services: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Each `[[fidelity]]` row names one event of the postmortem's table, once.
+fn validate_fidelity(
+    s: &Scenario,
+    start: u64,
+    services: &[&str],
+) -> Result<(), (usize, &'static str, String)> {
+    use crate::engine::fidelity::{INCIDENT_EVENTS, incident_event};
+    let mut seen = std::collections::BTreeSet::new();
+    for (n, f) in s.fidelity.iter().enumerate() {
+        let (at, service) = f.key();
+        if incident_event(at, service).is_none() {
+            let valid: Vec<String> = INCIDENT_EVENTS
+                .iter()
+                .map(|e| format!("{} {}", e.at, e.service))
+                .collect();
+            return Err((
+                n,
+                "event",
+                format!(
+                    "{:?} is not an event of the postmortem; events: {}",
+                    f.event,
+                    valid.join(", ")
+                ),
+            ));
+        }
+        if !seen.insert(f.key()) {
+            return Err((n, "event", format!("{:?} is listed twice", f.event)));
+        }
+        if let Some(a) = &f.after {
+            parse_when(a, start).map_err(|e| (n, "after", e))?;
+        }
+        if let Some(d) = &f.hold_for {
+            crate::clock::parse_duration("for", d).map_err(|e| (n, "for", e))?;
+        }
+        validate_condition(&f.condition, services).map_err(|e| (n, "check", e))?;
+    }
     Ok(())
 }
 
@@ -279,8 +324,29 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
         Condition::ShardMaps { .. }
         | Condition::Step { .. }
         | Condition::RestartRemovals { .. }
-        | Condition::ThreadAlarms { .. }
-        | Condition::ReadyFrontends { .. } => Ok(()),
+        | Condition::ThreadAlarms { .. } => Ok(()),
+        Condition::ReadyFrontends { at_least, at_most } => match (at_least, at_most) {
+            (None, None) => Err("give at_least or at_most".into()),
+            (Some(a), Some(b)) if a > b => Err(format!("at_least {a} is above at_most {b}")),
+            _ => Ok(()),
+        },
+        Condition::ErrorRate {
+            service,
+            at_most,
+            at_least,
+        } => {
+            if !services.contains(&service.as_str()) {
+                return Err(format!(
+                    "service: unknown service {service:?}; this topology runs: {}",
+                    services.join(", ")
+                ));
+            }
+            let share = |x: &Option<f64>| x.is_none_or(|v| (0.0..=1.0).contains(&v));
+            if at_most.is_none() == at_least.is_none() || !share(at_most) || !share(at_least) {
+                return Err("give one of at_most or at_least, a share from 0 to 1".into());
+            }
+            Ok(())
+        }
         Condition::ImpairedInOrder { services: list } => {
             if list.len() < 2 {
                 return Err("services: list at least two places, earliest first".into());

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{BootstrapArg, MAX_FLEET, UpArgs, check_host_budget};
 pub use restart::DEFAULT_RESTART_GRACE;
-pub use watch::{HEALTH_WINDOW_SECS, judge};
+pub use watch::{HEALTH_WINDOW_SECS, MIN_CALLS, judge};
 
 use crate::docker::DockerEnv;
 use crate::home;
