@@ -162,6 +162,10 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
         refusal.contains("memory contention on the invocation host"),
         "{refusal}"
     );
+    assert!(
+        refusal.contains("because its flushes fail: CloudWatch PutMetricData UNAVAILABLE"),
+        "{refusal}"
+    );
     let delivered = events
         .deliver(Event {
             detail: "{}".into(),
@@ -191,6 +195,12 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
         info["invocations_refused"].parse::<u64>().unwrap_or(0) >= 1,
         "{info:?}"
     );
+    assert_eq!(info["depends_on"], "cloudwatch,eventbridge");
+    assert!(
+        info["cause"].starts_with("invocations refused: the metrics agent holds")
+            && info["cause"].contains("CloudWatch PutMetricData"),
+        "{info:?}"
+    );
 
     // CloudWatch back: the flusher drains the buffer and invocations run again.
     fake.failing.store(false, Ordering::Relaxed);
@@ -206,6 +216,33 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
     })
     .await;
     assert!(fake.lambda_datums.load(Ordering::Relaxed) >= 2 * 13);
+
+    // An event EventBridge put 12 s ago arrives now: late, and it says so.
+    let put_at_ms = cascade_core::now_ms() - 12_000;
+    events
+        .deliver(Event {
+            event_id: "late-1".into(),
+            detail: "{}".into(),
+            put_at_ms,
+            ..Default::default()
+        })
+        .await
+        .expect("a late event still runs");
+    let info = control
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    assert_eq!(info["late_event_invocations"], "1", "{info:?}");
+    assert!(
+        info["last_event_lateness_ms"].parse::<i64>().unwrap_or(0) >= 12_000,
+        "{info:?}"
+    );
+    assert!(
+        info["cause"].contains("EventBridge delivered events 12."),
+        "{info:?}"
+    );
 
     // The remediation: a bounded agent buffer keeps invocations running.
     let applied = control
