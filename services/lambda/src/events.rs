@@ -2,34 +2,21 @@
 //! invocations. In the incident EventBridge's bus ran on Kinesis, so event
 //! delivery was delayed; Lambda sees that as invocations arriving long after
 //! their event was put, which is its evidence that EventBridge carried the
-//! failure (not that Lambda itself was slow).
+//! failure; deliveries Lambda's own refusals may have held up do not count.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cascade_core::deps::{RecentFailure, Upstream};
-use parking_lot::Mutex;
 
 /// An event-driven invocation arriving this long (wall time) after its event
 /// was put counts as late: far beyond EventBridge's normal dispatch tick.
 pub const LATE_EVENT_THRESHOLD: Duration = Duration::from_secs(5);
-/// Refused event ids remembered, so their redeliveries are recognised.
-const REFUSED_KEPT: usize = 4096;
-
-/// Event ids this host refused, oldest first, bounded.
-#[derive(Debug, Default)]
-struct Refused {
-    /// Ids in arrival order, to forget the oldest.
-    order: VecDeque<String>,
-    /// The same ids, for lookup.
-    ids: HashSet<String>,
-}
 
 /// Lateness of event-driven invocations, for status and the cause chain.
 #[derive(Debug, Default)]
 pub struct EventLateness {
-    /// Deliveries measured (first attempts with a put time).
+    /// Deliveries measured (with a put time, not held up by this host).
     measured: AtomicU64,
     /// Of those, deliveries later than [`LATE_EVENT_THRESHOLD`].
     late: AtomicU64,
@@ -37,11 +24,13 @@ pub struct EventLateness {
     last_ms: AtomicI64,
     /// Largest lateness seen (ms).
     max_ms: AtomicI64,
-    /// Redeliveries of events this host refused: their delay is partly
-    /// this host's own doing, so they are not held against EventBridge.
-    redelivered: AtomicU64,
-    /// Events refused here, so a redelivery is not mistaken for lateness.
-    refused: Mutex<Refused>,
+    /// When this host last refused a delivery (ms since the epoch; 0 = never).
+    last_refused_ms: AtomicI64,
+    /// Deliveries whose wait overlapped a refusal here: EventBridge retries
+    /// a refused event and holds the rest of Lambda's queue behind it, so
+    /// their delay is partly this host's own doing and not held against
+    /// EventBridge.
+    held_by_refusals: AtomicU64,
     /// The last late delivery and when, for the cause.
     recent_late: RecentFailure,
 }
@@ -57,8 +46,8 @@ pub struct LatenessStats {
     pub last_ms: i64,
     /// Largest lateness seen (ms).
     pub max_ms: i64,
-    /// Redeliveries of events refused here (not measured).
-    pub redelivered: u64,
+    /// Deliveries not measured because this host refused deliveries meanwhile.
+    pub held_by_refusals: u64,
 }
 
 impl EventLateness {
@@ -67,14 +56,15 @@ impl EventLateness {
         Self::default()
     }
 
-    /// Measures one delivery of `event_id`, put at `put_at_ms`, arriving at
-    /// `now_ms`. A put time of 0 (unknown) and redeliveries are not measured.
-    pub fn arrived(&self, event_id: &str, put_at_ms: i64, now_ms: i64) {
-        if !event_id.is_empty() && self.refused.lock().ids.contains(event_id) {
-            self.redelivered.fetch_add(1, Ordering::Relaxed);
+    /// Measures one delivery of an event put at `put_at_ms`, arriving at
+    /// `now_ms`. A put time of 0 (unknown) is not measured, nor is a
+    /// delivery this host may have held up by refusing since the put.
+    pub fn arrived(&self, put_at_ms: i64, now_ms: i64) {
+        if put_at_ms <= 0 {
             return;
         }
-        if put_at_ms <= 0 {
+        if self.last_refused_ms.load(Ordering::Relaxed) >= put_at_ms {
+            self.held_by_refusals.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let lateness = (now_ms - put_at_ms).max(0);
@@ -92,20 +82,9 @@ impl EventLateness {
         }
     }
 
-    /// Remembers that this host refused `event_id`; EventBridge will retry it.
-    pub fn refused(&self, event_id: &str) {
-        if event_id.is_empty() {
-            return;
-        }
-        let mut r = self.refused.lock();
-        if r.ids.insert(event_id.to_owned()) {
-            r.order.push_back(event_id.to_owned());
-            if r.order.len() > REFUSED_KEPT
-                && let Some(old) = r.order.pop_front()
-            {
-                r.ids.remove(&old);
-            }
-        }
+    /// Remembers that this host refused a delivery at `now_ms`.
+    pub fn refused(&self, now_ms: i64) {
+        self.last_refused_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
     /// "EventBridge delivered events N s late" while a late delivery is recent.
@@ -120,7 +99,7 @@ impl EventLateness {
             late: self.late.load(Ordering::Relaxed),
             last_ms: self.last_ms.load(Ordering::Relaxed),
             max_ms: self.max_ms.load(Ordering::Relaxed),
-            redelivered: self.redelivered.load(Ordering::Relaxed),
+            held_by_refusals: self.held_by_refusals.load(Ordering::Relaxed),
         }
     }
 }
@@ -134,9 +113,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_deliveries_name_eventbridge_while_recent() {
         let l = EventLateness::new();
-        l.arrived("a", 10_000, 10_150);
+        l.arrived(10_000, 10_150);
         assert_eq!(l.cause(), None, "a normal dispatch delay");
-        l.arrived("b", 10_000, 22_500);
+        l.arrived(10_000, 22_500);
         let cause = l.cause().unwrap_or_default();
         assert!(
             cause.starts_with("EventBridge delivered events 12.5 s late"),
@@ -150,24 +129,26 @@ mod tests {
 
         // Timely deliveries since, and the window has passed: no cause.
         tokio::time::advance(CAUSE_WINDOW + Duration::from_millis(1)).await;
-        l.arrived("c", 30_000, 30_100);
+        l.arrived(30_000, 30_100);
         assert_eq!(l.cause(), None);
         assert_eq!(l.stats().last_ms, 100);
     }
 
     #[test]
-    fn redeliveries_of_refused_events_and_unknown_put_times_are_not_measured() {
+    fn deliveries_this_host_held_up_and_unknown_put_times_are_not_measured() {
         let l = EventLateness::new();
-        l.refused("a");
-        l.arrived("a", 1, 60_000);
-        l.arrived("b", 0, 60_000);
+        l.refused(20_000);
+        l.arrived(15_000, 40_000);
+        l.arrived(20_000, 40_000);
+        l.arrived(0, 40_000);
         let s = l.stats();
-        assert_eq!((s.measured, s.late, s.redelivered), (0, 0, 1));
+        assert_eq!((s.measured, s.late, s.held_by_refusals), (0, 0, 2));
         assert_eq!(l.cause(), None);
-        for i in 0..=REFUSED_KEPT {
-            l.refused(&i.to_string());
-        }
-        l.arrived("0", 1, 60_000);
-        assert_eq!(l.stats().late, 1, "the oldest refusal is forgotten");
+        l.arrived(20_001, 40_000);
+        assert_eq!(
+            l.stats().late,
+            1,
+            "put after the last refusal: EventBridge's delay"
+        );
     }
 }

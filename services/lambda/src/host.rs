@@ -209,8 +209,8 @@ impl cascade_core::serve::StatusSource for InvocationHost {
             ("last_event_lateness_ms", events.last_ms.to_string()),
             ("max_event_lateness_ms", events.max_ms.to_string()),
             (
-                "redelivered_event_invocations",
-                events.redelivered.to_string(),
+                "event_invocations_held_by_refusals",
+                events.held_by_refusals.to_string(),
             ),
             (
                 deps::DEPENDS_ON_KEY,

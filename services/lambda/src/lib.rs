@@ -121,16 +121,16 @@ impl Lambda for LambdaApi {
 impl EventTarget for LambdaApi {
     /// EventBridge targets Lambda: the event's detail runs through `echo`,
     /// under the same memory rules as Invoke. How late it arrives after its
-    /// put is measured first; a refused event is remembered, so its
-    /// redelivery is not counted as EventBridge's lateness.
+    /// put is measured first; a refusal is remembered, so deliveries it may
+    /// have held up are not counted as EventBridge's lateness.
     async fn deliver(&self, req: Request<Event>) -> Result<Response<DeliverResponse>, Status> {
         let event = req.into_inner();
         let events = self.0.events();
-        events.arrived(&event.event_id, event.put_at_ms, cascade_core::now_ms());
+        events.arrived(event.put_at_ms, cascade_core::now_ms());
         self.0
             .invoke("echo", event.detail.into_bytes(), 0)
             .await
-            .inspect_err(|_| events.refused(&event.event_id))
+            .inspect_err(|_| events.refused(cascade_core::now_ms()))
             .map_err(|e| match e {
                 // Name the field as EventBridge sent it.
                 ServiceError::InvalidArgument(m) => {
