@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use cascade_core::deps::{self, RecentFailure};
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, TimeArgs};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
@@ -114,6 +115,8 @@ struct Counters {
     expired: AtomicU64,
     /// Stream records that were not datapoints.
     undecodable: AtomicU64,
+    /// The last PutMetricData refused to a customer, and when: the cause.
+    refused_put: RecentFailure,
 }
 
 /// The service's state, shared by the gRPC handlers and its background tasks.
@@ -322,19 +325,35 @@ impl CloudWatch {
             String::new()
         };
         if !self.local_buffer_on() {
-            return Err(ServiceError::unavailable(format!(
-                "metrics pipeline unavailable: {err}{partial}"
-            )));
+            return Err(self.refuse_put(format!("metrics pipeline unavailable: {err}{partial}")));
         }
         let rest = points[accepted..].to_vec();
-        self.buffer_locally(rest).await.map_err(|e| {
-            ServiceError::unavailable(format!(
+        if let Err(e) = self.buffer_locally(rest).await {
+            return Err(self.refuse_put(format!(
                 "metrics pipeline unavailable: {err}{partial}; and the local buffer failed: {e}"
-            ))
-        })?;
+            )));
+        }
         Ok(pb::PutMetricDataResponse {
             accepted_via: "local-buffer".into(),
         })
+    }
+
+    /// The UNAVAILABLE a customer's PutMetricData gets, remembered as the
+    /// service's cause for [`deps::CAUSE_WINDOW`].
+    fn refuse_put(&self, message: String) -> ServiceError {
+        self.inner
+            .counters
+            .refused_put
+            .record(format!("PutMetricData: {message}"));
+        ServiceError::unavailable(message)
+    }
+
+    /// Why customer calls fail now, naming the upstream, or "": a
+    /// PutMetricData refused within the cause window (its message names
+    /// Kinesis). With the local buffer on and working puts succeed, so there
+    /// is none, whatever the pipeline's state.
+    pub fn cause(&self) -> String {
+        self.inner.counters.refused_put.recent().unwrap_or_default()
     }
 
     /// Appends `points` durably to the local store (on the blocking thread:
@@ -767,6 +786,11 @@ impl StatusSource for CloudWatch {
             ),
             ("kinesis_fleet", i.config.kinesis.kinesis_fleet.clone()),
             ("metrics_stream", i.config.metrics_stream.clone()),
+            (
+                deps::DEPENDS_ON_KEY,
+                deps::depends_on(i.config.kinesis.upstream()),
+            ),
+            (deps::CAUSE_KEY, self.cause()),
         ];
         serve::process_status(i.config.instance_id.clone(), info)
     }

@@ -54,11 +54,8 @@ impl MetricsPipeline for KinesisPipeline {
             .put_records(&self.stream, records)
             .await
             .map_err(|e| {
-                ServiceError::unavailable(format!(
-                    "Kinesis: PutRecords to stream {:?} failed: {}",
-                    self.stream,
-                    tonic::Status::from(e).message()
-                ))
+                // The producer's message already names Kinesis and the call.
+                ServiceError::unavailable(format!("{} (stream {:?})", e.message(), self.stream))
             })
     }
 

@@ -161,6 +161,59 @@ async fn put_without_local_buffer_fails_unavailable_naming_kinesis() {
     assert!(got[0].id.starts_with("cw-test-"), "{}", got[0].id);
 }
 
+#[tokio::test(start_paused = true)]
+async fn cause_names_kinesis_while_puts_are_refused_and_clears_after_the_window() {
+    let (cw, kinesis) = service("cause", false);
+    assert_eq!(info(&cw, "depends_on"), "kinesis");
+    assert_eq!(info(&cw, "cause"), "");
+    kinesis.set_down(true);
+    assert!(
+        cw.put_metric_data(put_req("Errors", &[(0, 1.0)]))
+            .await
+            .is_err()
+    );
+    let cause = info(&cw, "cause");
+    assert!(
+        cause.starts_with("PutMetricData: metrics pipeline unavailable: Kinesis"),
+        "{cause}"
+    );
+
+    // Kinesis is back: puts succeed, and once the window has passed the
+    // old refusal no longer explains anything.
+    kinesis.set_down(false);
+    assert!(
+        cw.put_metric_data(put_req("Errors", &[(0, 1.0)]))
+            .await
+            .is_ok()
+    );
+    assert!(info(&cw, "cause").contains("Kinesis"), "still recent");
+    tokio::time::advance(cascade_core::deps::CAUSE_WINDOW + Duration::from_millis(1)).await;
+    assert!(
+        cw.put_metric_data(put_req("Errors", &[(0, 1.0)]))
+            .await
+            .is_ok()
+    );
+    assert_eq!(info(&cw, "cause"), "");
+}
+
+#[tokio::test]
+async fn with_the_local_buffer_puts_succeed_so_there_is_no_cause() {
+    let (cw, kinesis) = service("cause-buffer", true);
+    kinesis.set_down(true);
+    let r = cw.put_metric_data(put_req("Errors", &[(0, 1.0)])).await;
+    assert_eq!(
+        r.map(|r| r.accepted_via).ok().as_deref(),
+        Some("local-buffer")
+    );
+    assert!(
+        cw.ingest_once().await.is_err(),
+        "the pipeline itself is down"
+    );
+    assert_eq!(info(&cw, "put_errors"), "1");
+    assert_eq!(info(&cw, "cause"), "");
+    let _ = std::fs::remove_dir_all(test_dir("cause-buffer"));
+}
+
 #[tokio::test]
 async fn alarm_goes_insufficient_data_without_datapoints_and_alarm_or_ok_by_threshold() {
     let (cw, kinesis) = service("alarm", false);

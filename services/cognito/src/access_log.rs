@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cascade_core::ServiceError;
+use cascade_core::deps::RecentFailure;
 use cascade_core::kinesis::KinesisProducer;
 use cascade_core::ticker::Ticker;
 use parking_lot::{Mutex, MutexGuard};
@@ -142,6 +143,8 @@ pub struct AccessLogBuffer {
     flushed: AtomicU64,
     /// Failed PutRecords calls.
     flush_failures: AtomicU64,
+    /// The last failed flush and when, for the cause chain of blocked handlers.
+    recent_failure: RecentFailure,
 }
 
 /// Counts one blocked handler for as long as it lives, so a handler the
@@ -178,6 +181,7 @@ impl AccessLogBuffer {
             shed: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_failures: AtomicU64::new(0),
+            recent_failure: RecentFailure::new(),
         }
     }
 
@@ -253,6 +257,12 @@ impl AccessLogBuffer {
         }
     }
 
+    /// The last flush error if it happened within the cause window: why
+    /// the buffer is not draining now.
+    pub fn recent_flush_failure(&self) -> Option<String> {
+        self.recent_failure.recent()
+    }
+
     /// Puts up to `max_records` of the oldest records with one call to `sink`.
     /// They leave the buffer only if the put succeeded; on failure they stay
     /// for the next attempt. Returns how many records were flushed.
@@ -291,6 +301,7 @@ impl AccessLogBuffer {
             Err(e) => {
                 self.flush_failures.fetch_add(1, Ordering::Relaxed);
                 self.lock().last_flush_error = e.to_string();
+                self.recent_failure.record(e.to_string());
                 Err(e)
             }
         }

@@ -118,6 +118,7 @@ impl CognitoConfig {
                 .iter()
                 .map(|u| (u.name.clone(), u.password.clone()))
                 .collect(),
+            depends_on: self.kinesis.upstream().into_iter().collect(),
         }
     }
 }

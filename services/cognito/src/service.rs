@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cascade_core::deps::{self, Upstream};
 use cascade_core::serve::{StatusSource, process_status};
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::cognito as pb;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Seed users (name, password).
     pub users: Vec<(String, String)>,
+    /// Upstreams whose failure can impair this instance (Kinesis, when the
+    /// access log has a Kinesis client).
+    pub depends_on: Vec<Upstream>,
 }
 
 /// The API names written into access records.
@@ -137,6 +141,32 @@ impl CognitoService {
     /// The buffer the flusher must drain.
     pub fn access_log(&self) -> Arc<AccessLogBuffer> {
         self.0.access_log.clone()
+    }
+
+    /// Why customer calls fail now, naming the upstream, or "" (see
+    /// [`deps::CAUSE_KEY`]). Handlers blocked on the buffer are the failure;
+    /// the buffer is full only because flushes to Kinesis fail, so the last
+    /// flush error, when recent, is the cause. Shed records (fixed mode) fail
+    /// no customer call, so they are no cause.
+    pub fn cause(&self) -> String {
+        let b = self.0.access_log.stats();
+        if b.blocked_handlers == 0 {
+            return String::new();
+        }
+        self.0
+            .access_log
+            .recent_flush_failure()
+            .map(|flush| {
+                format!(
+                    "handlers blocked on the access-log buffer ({} blocked, {} of {} bytes held, {} of {} workers busy); last flush: {flush}",
+                    b.blocked_handlers,
+                    b.bytes,
+                    b.capacity,
+                    self.in_flight(),
+                    self.0.settings.max_in_flight
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// Requests holding a worker right now.
@@ -293,6 +323,11 @@ impl StatusSource for CognitoService {
         put("errors", self.0.errors.load(Ordering::Relaxed).to_string());
         put("users", self.0.pool.user_count().to_string());
         put("sessions", self.0.pool.session_count().to_string());
+        put(
+            deps::DEPENDS_ON_KEY,
+            deps::depends_on(self.0.settings.depends_on.iter().copied()),
+        );
+        put(deps::CAUSE_KEY, self.cause());
         process_status(self.0.settings.name.clone(), info)
     }
 
@@ -336,6 +371,7 @@ mod tests {
             token_ttl: Duration::from_secs(60),
             max_in_flight,
             users: vec![("operator".into(), "operator-password".into())],
+            depends_on: vec![Upstream::Kinesis],
         }
     }
 
@@ -364,6 +400,18 @@ mod tests {
     impl AccessLogSink for OkSink {
         async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
             Ok(())
+        }
+    }
+
+    /// Kinesis failing as the front-ends do when their shard-maps are unusable.
+    struct DownSink;
+
+    impl AccessLogSink for DownSink {
+        async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
+            Err(Upstream::Kinesis.error(
+                "PutRecords",
+                Status::unavailable("shard map unusable (test double)"),
+            ))
         }
     }
 
@@ -505,5 +553,71 @@ mod tests {
             Some("1048576")
         );
         assert_eq!(info(&svc, "buffer_capacity"), "1048576");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cause_names_kinesis_while_handlers_block_on_failing_flushes() {
+        let svc = CognitoService::new(settings(Mode::Bug, 2)).expect("valid settings");
+        assert_eq!(info(&svc, "depends_on"), "kinesis");
+        fill(&svc).await;
+        assert!(svc.access_log().flush_once(&DownSink, 500).await.is_err());
+        assert_eq!(
+            info(&svc, "cause"),
+            "",
+            "a failed flush alone fails no call"
+        );
+
+        let s = svc.clone();
+        let blocked = tokio::spawn(async move {
+            s.sign_in(sign_in_req("operator", "operator-password"))
+                .await
+                .map(|_| ())
+        });
+        eventually("a blocked handler", || {
+            info(&svc, "blocked_handlers") == "1"
+        })
+        .await;
+        let cause = info(&svc, "cause");
+        assert!(
+            cause.starts_with("handlers blocked on the access-log buffer (1 blocked"),
+            "{cause}"
+        );
+        assert!(
+            cause.contains("last flush: Kinesis PutRecords UNAVAILABLE: shard map unusable"),
+            "{cause}"
+        );
+
+        // Still blocked, but the last failed flush is older than the window:
+        // Kinesis no longer explains it (nothing retried since).
+        tokio::time::advance(deps::CAUSE_WINDOW + Duration::from_millis(1)).await;
+        assert_eq!(info(&svc, "cause"), "");
+        assert!(svc.access_log().flush_once(&DownSink, 500).await.is_err());
+        assert!(info(&svc, "cause").contains("Kinesis"));
+
+        // Kinesis recovers: the flush frees the handler and the cause clears.
+        assert!(svc.access_log().flush_once(&OkSink, 500).await.is_ok());
+        let done = tokio::time::timeout(Duration::from_secs(1), blocked).await;
+        assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
+        assert_eq!(info(&svc, "cause"), "");
+    }
+
+    #[tokio::test]
+    async fn shed_records_in_fixed_mode_are_no_cause() {
+        let svc = CognitoService::new(settings(Mode::Fixed, 2)).expect("valid settings");
+        fill(&svc).await;
+        assert!(svc.access_log().flush_once(&DownSink, 500).await.is_err());
+        for _ in 0..3 {
+            assert!(
+                svc.sign_in(sign_in_req("operator", "operator-password"))
+                    .await
+                    .is_ok()
+            );
+        }
+        assert_ne!(info(&svc, "shed_records"), "0");
+        assert_eq!(info(&svc, "cause"), "");
+        let mut no_client = settings(Mode::Fixed, 2);
+        no_client.depends_on.clear();
+        let svc = CognitoService::new(no_client).expect("valid settings");
+        assert_eq!(info(&svc, "depends_on"), "");
     }
 }

@@ -132,6 +132,28 @@ async fn a_kinesis_outage_blocks_sign_ins_in_bug_mode_only() {
             .is_ok_and(|n| n > 0)
     );
     assert_ne!(info(&mut control, "last_flush_error").await, "", "{last:?}");
+    // The evidence of the edge: while a handler is blocked, the cause names Kinesis.
+    assert_eq!(info(&mut control, "depends_on").await, "kinesis");
+    let mut waiting = client.clone();
+    let held = tokio::spawn(async move {
+        let mut r = sign_in_req();
+        r.set_timeout(Duration::from_secs(5));
+        waiting.sign_in(r).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let cause = loop {
+        let cause = info(&mut control, "cause").await;
+        if !cause.is_empty() || Instant::now() >= deadline {
+            break cause;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        cause.starts_with("handlers blocked on the access-log buffer")
+            && cause.contains("last flush: Kinesis PutRecords"),
+        "{cause:?}"
+    );
+    held.abort();
 
     // The remediation, live: fixed mode sheds and serves.
     control

@@ -23,7 +23,8 @@ pub enum ServiceError {
     #[error("{0}")]
     Internal(String),
     /// An error passed through from a downstream gRPC call, code kept.
-    #[error("{0}")]
+    /// Shown as its message alone, so it reads as one link of a cause chain.
+    #[error("{}", .0.message())]
     Upstream(tonic::Status),
 }
 

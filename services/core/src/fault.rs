@@ -68,6 +68,14 @@ pub fn parse_code(name: &str) -> Option<tonic::Code> {
         .map(|(_, c)| *c)
 }
 
+/// The canonical name of a gRPC status code, e.g. `UNAVAILABLE`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    CODE_NAMES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map_or("UNKNOWN", |(n, _)| n)
+}
+
 /// The service an instance belongs to: the instance name without a trailing
 /// `-<digits>` (`cognito-0` -> `cognito`, `kinesis-frontend-3` -> `kinesis-frontend`).
 pub fn service_name(instance: &str) -> &str {

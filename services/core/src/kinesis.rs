@@ -3,7 +3,8 @@
 //! (like a load balancer's target list) and spreads calls over them;
 //! `StreamReader` follows every shard of a stream. When the fleet's
 //! shard-maps are unusable these calls fail with the front-ends' own
-//! UNAVAILABLE, and the caller's mechanism (buffer, retry, error) takes over.
+//! UNAVAILABLE, named as a Kinesis failure (`Kinesis PutRecords UNAVAILABLE:
+//! ...`), and the caller's mechanism (buffer, retry, error) takes over.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use cascade_proto::kinesis::membership_client::MembershipClient;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 
+use crate::deps::Upstream::Kinesis;
 use crate::{ServiceError, clients};
 
 /// How often the front-end list is re-read from membership.
@@ -32,6 +34,14 @@ pub struct KinesisArgs {
     /// Deadline of each Kinesis call.
     #[arg(long, env = "CASCADE_KINESIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub kinesis_timeout: Duration,
+}
+
+impl KinesisArgs {
+    /// Kinesis, as the upstream these flags configure a client for
+    /// (`None` when no back end is given).
+    pub fn upstream(&self) -> Option<crate::deps::Upstream> {
+        (!self.kinesis_backend.trim().is_empty()).then_some(Kinesis)
+    }
 }
 
 /// A Kinesis client spread over the front-end fleet.
@@ -119,7 +129,7 @@ impl KinesisProducer {
         match r {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
-            Err(s) => Err(s.into()),
+            Err(s) => Err(Kinesis.error("CreateStream", s)),
         }
     }
 
@@ -147,7 +157,8 @@ impl KinesisProducer {
                     })
                     .collect(),
             })
-            .await?
+            .await
+            .map_err(|s| Kinesis.error("PutRecords", s))?
             .into_inner();
         if resp.failed_record_count > 0 {
             let first = resp
@@ -157,7 +168,7 @@ impl KinesisProducer {
                 .map(|r| format!("{}: {}", r.error_code, r.error_message))
                 .unwrap_or_default();
             return Err(ServiceError::unavailable(format!(
-                "Kinesis: {} of the records failed ({first})",
+                "Kinesis PutRecords: {} of the records failed ({first})",
                 resp.failed_record_count
             )));
         }
@@ -204,7 +215,8 @@ impl StreamReader {
                 .list_shards(pb::ListShardsRequest {
                     stream_name: self.stream.clone(),
                 })
-                .await?
+                .await
+                .map_err(|s| Kinesis.error("ListShards", s))?
                 .into_inner()
                 .shards
                 .into_iter()
@@ -232,7 +244,8 @@ impl StreamReader {
                                 shard_iterator_type: kind as i32,
                                 starting_sequence_number: String::new(),
                             })
-                            .await?
+                            .await
+                            .map_err(|s| Kinesis.error("GetShardIterator", s))?
                             .into_inner()
                             .shard_iterator
                     }
@@ -244,7 +257,8 @@ impl StreamReader {
                         shard_iterator: it,
                         limit,
                     })
-                    .await?
+                    .await
+                    .map_err(|s| Kinesis.error("GetRecords", s))?
                     .into_inner();
                 Ok::<_, ServiceError>(resp)
             };

@@ -1,11 +1,13 @@
 //! Shared library for every Cascade service: server bootstrap (health,
 //! reflection, Control), the fault layer, one error mapping, telemetry,
 //! shutdown, start-up retry and loop ticks, the fixed thread budget, kernel
-//! thread-limit enforcement, shared flag parsers and ids, and the Kinesis
-//! key-space helpers both Kinesis tiers agree on.
+//! thread-limit enforcement, shared flag parsers and ids, the Kinesis
+//! key-space helpers both Kinesis tiers agree on, and the upstream names and
+//! cause chains every service reports as evidence of the cascade.
 
 pub mod binary;
 pub mod clients;
+pub mod deps;
 pub mod error;
 pub mod fault;
 pub mod keyspace;

@@ -3,8 +3,11 @@
 //! outbox those events leave through, and the one auto-scaled service. In the
 //! incident EventBridge stalled, so tasks stayed PROVISIONING/DEPROVISIONING.
 
+mod pending;
+
 use std::collections::{BTreeMap, VecDeque};
 
+use cascade_core::deps::RecentFailure;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::ecs as pb;
 use cascade_proto::eventbridge::{Event, EventEntry};
@@ -12,6 +15,8 @@ use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::scaling;
+
+pub use pending::DELIVERY_OVERDUE;
 
 /// Source of the workflow events ECS publishes.
 pub const WORKFLOW_SOURCE: &str = "aws.ecs";
@@ -88,8 +93,13 @@ pub enum Applied {
 struct TaskEntry {
     /// Creation order: scale-in stops the newest first.
     seq: u64,
-    /// The task as DescribeTasks shows it.
+    /// The task as DescribeTasks shows it (its `pending_reason` is filled in
+    /// when shown, see [`Cluster::view`]).
     task: pb::Task,
+    /// Its workflow events still in the outbox.
+    queued_events: u32,
+    /// When EventBridge accepted its latest workflow event (ms; 0 = never).
+    published_at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -97,8 +107,11 @@ struct State {
     /// Task id -> task.
     tasks: BTreeMap<String, TaskEntry>,
     next_seq: u64,
-    /// Workflow events not yet accepted by EventBridge, oldest first.
-    outbox: VecDeque<EventEntry>,
+    /// Workflow events not yet accepted by EventBridge, oldest first, each
+    /// with the task it drives.
+    outbox: VecDeque<(String, EventEntry)>,
+    /// Why the last publish failed ("" since one succeeded).
+    last_outbox_error: String,
     desired: u32,
     decisions: VecDeque<pb::ScalingDecision>,
     last_alarm_state: String,
@@ -159,6 +172,8 @@ pub struct Cluster {
     max_tasks: u32,
     /// Wakes the outbox publisher when an event is queued.
     outbox_wake: tokio::sync::Notify,
+    /// The last failed publish and when, for the cause chain.
+    outbox_failure: RecentFailure,
 }
 
 impl Cluster {
@@ -170,6 +185,7 @@ impl Cluster {
             scaling_alarm: scaling_alarm.to_owned(),
             max_tasks,
             outbox_wake: tokio::sync::Notify::new(),
+            outbox_failure: RecentFailure::new(),
         }
     }
 
@@ -193,7 +209,10 @@ impl Cluster {
             task_id: task_id.to_owned(),
             transition,
         };
-        s.outbox.push_back(detail.entry());
+        s.outbox.push_back((task_id.to_owned(), detail.entry()));
+        if let Some(e) = s.tasks.get_mut(task_id) {
+            e.queued_events += 1;
+        }
         self.outbox_wake.notify_one();
     }
 
@@ -207,6 +226,7 @@ impl Cluster {
             started_at_ms: 0,
             stopped_at_ms: 0,
             service: service.to_owned(),
+            pending_reason: String::new(),
         };
         s.next_seq += 1;
         let seq = s.next_seq;
@@ -215,12 +235,14 @@ impl Cluster {
             TaskEntry {
                 seq,
                 task: task.clone(),
+                queued_events: 0,
+                published_at_ms: 0,
             },
         );
         // Provisioning happens only when this event comes back from EventBridge.
         self.publish(s, &task.task_id, Transition::Provision);
         tracing::info!(task = %task.task_id, service, "task provisioning");
-        task
+        self.view(s, &task.task_id).unwrap_or(task)
     }
 
     fn stop(&self, s: &mut State, task_id: &str) -> Result<pb::Task, ServiceError> {
@@ -235,10 +257,9 @@ impl Cluster {
             )));
         }
         entry.task.last_status = DEPROVISIONING.into();
-        let task = entry.task.clone();
         self.publish(s, task_id, Transition::Deprovision);
         tracing::info!(task = %task_id, "task deprovisioning");
-        Ok(task)
+        self.view(s, task_id).ok_or_else(|| unknown_task(task_id))
     }
 
     /// RunTask: a new task in PROVISIONING; `service` is empty or this cluster's service.
@@ -308,21 +329,20 @@ impl Cluster {
         }
     }
 
-    /// DescribeTasks: the named tasks (every task when `ids` is empty).
+    /// DescribeTasks: the named tasks (every task when `ids` is empty), each
+    /// still waiting one with why (`pending_reason`).
     pub fn describe_tasks(&self, ids: &[String]) -> Result<Vec<pb::Task>, ServiceError> {
         let s = self.lock();
         if ids.is_empty() {
             let mut all: Vec<&TaskEntry> = s.tasks.values().collect();
             all.sort_unstable_by_key(|e| e.seq);
-            return Ok(all.into_iter().map(|e| e.task.clone()).collect());
+            return Ok(all
+                .into_iter()
+                .filter_map(|e| self.view(&s, &e.task.task_id))
+                .collect());
         }
         ids.iter()
-            .map(|id| {
-                s.tasks
-                    .get(id)
-                    .map(|e| e.task.clone())
-                    .ok_or_else(|| unknown_task(id))
-            })
+            .map(|id| self.view(&s, id).ok_or_else(|| unknown_task(id)))
             .collect()
     }
 
@@ -399,18 +419,29 @@ impl Cluster {
                 .outbox
                 .iter()
                 .take(OUTBOX_BATCH)
-                .cloned()
+                .map(|(_, e)| e.clone())
                 .collect();
             if batch.is_empty() {
                 return Ok(sent);
             }
             let n = batch.len();
             if let Err(e) = publisher.put_events(batch).await {
-                self.lock().outbox_errors += 1;
+                let mut s = self.lock();
+                s.outbox_errors += 1;
+                s.last_outbox_error.clone_from(&e);
+                self.outbox_failure.record(e.clone());
                 return Err(e);
             }
             let mut s = self.lock();
-            s.outbox.drain(..n);
+            let now = now_ms();
+            let published: Vec<String> = s.outbox.drain(..n).map(|(id, _)| id).collect();
+            for id in published {
+                if let Some(e) = s.tasks.get_mut(&id) {
+                    e.queued_events = e.queued_events.saturating_sub(1);
+                    e.published_at_ms = now;
+                }
+            }
+            s.last_outbox_error.clear();
             s.events_published += n as u64;
             sent += n;
         }

@@ -2,7 +2,8 @@
 //! EventBridge events, and one service with a reactive auto-scaling policy
 //! bound to a CloudWatch alarm. In the incident both inputs failed (EventBridge
 //! ran on Kinesis, CloudWatch alarms went INSUFFICIENT_DATA): tasks were slow
-//! to provision and de-provision, and scaling was delayed.
+//! to provision and de-provision, and scaling was delayed. Only the first
+//! fails customer calls, so only EventBridge appears in the status's `cause`.
 
 pub mod cluster;
 pub mod scaling;
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cascade_core::deps::{self, Upstream};
 use cascade_core::kinesis::TimeArgs;
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
@@ -88,6 +90,22 @@ pub struct EcsConfig {
     pub desired_count: u32,
 }
 
+impl EcsConfig {
+    /// The upstreams whose failure can impair ECS, from its clients:
+    /// EventBridge (`--eventbridge`: workflow events) and CloudWatch
+    /// (`--cloudwatch`: the scaling policy's alarm).
+    pub fn depends_on(&self) -> Vec<Upstream> {
+        [
+            (Upstream::EventBridge, &self.eventbridge),
+            (Upstream::CloudWatch, &self.cloudwatch),
+        ]
+        .into_iter()
+        .filter(|(_, addr)| !addr.trim().is_empty())
+        .map(|(u, _)| u)
+        .collect()
+    }
+}
+
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -115,12 +133,13 @@ impl EventPublisher for GrpcPublisher {
             .clone()
             .put_events(eb::PutEventsRequest { entries })
             .await
-            .map_err(|s| format!("EventBridge PutEvents: {:?}: {}", s.code(), s.message()))?
+            .map_err(|s| Upstream::EventBridge.describe("PutEvents", &s))?
             .into_inner();
         if resp.failed_entry_count > 0 {
             // Resending the whole batch is safe: deliveries are idempotent.
             return Err(format!(
-                "EventBridge PutEvents: {} entries failed",
+                "{} PutEvents: {} entries failed",
+                Upstream::EventBridge,
                 resp.failed_entry_count
             ));
         }
@@ -161,7 +180,7 @@ impl ScalingMetrics for GrpcCloudWatch {
             })
             .await
             .map(|_| ())
-            .map_err(|s| format!("CloudWatch PutMetricData: {:?}: {}", s.code(), s.message()))
+            .map_err(|s| Upstream::CloudWatch.describe("PutMetricData", &s))
     }
 
     async fn alarm_state(&self) -> Result<String, String> {
@@ -172,7 +191,7 @@ impl ScalingMetrics for GrpcCloudWatch {
                 alarm_names: vec![self.alarm.clone()],
             })
             .await
-            .map_err(|s| format!("CloudWatch DescribeAlarms: {:?}: {}", s.code(), s.message()))?
+            .map_err(|s| Upstream::CloudWatch.describe("DescribeAlarms", &s))?
             .into_inner()
             .alarms;
         alarms
@@ -191,6 +210,8 @@ pub struct EcsProcess {
     service_cpu: AtomicU64,
     /// CPU publishes CloudWatch did not accept.
     metric_publish_errors: AtomicU64,
+    /// Upstreams whose failure can impair ECS, as declared.
+    depends_on: Vec<Upstream>,
 }
 
 impl EcsProcess {
@@ -200,6 +221,7 @@ impl EcsProcess {
             cluster: Cluster::new(&config.service, &config.scaling_alarm, config.max_tasks),
             service_cpu: AtomicU64::new(config.service_cpu.to_bits()),
             metric_publish_errors: AtomicU64::new(0),
+            depends_on: config.depends_on(),
         }
     }
 
@@ -257,6 +279,13 @@ impl StatusSource for EcsProcess {
                 "service_cpu",
                 f64::from_bits(self.service_cpu.load(Ordering::Relaxed)).to_string(),
             ),
+            (
+                deps::DEPENDS_ON_KEY,
+                deps::depends_on(self.depends_on.iter().copied()),
+            ),
+            // The scaling policy's blind alarm delays scaling but fails no
+            // customer call: it shows in `last_scaling_action`, not here.
+            (deps::CAUSE_KEY, self.cluster.cause()),
         ];
         serve::process_status("ecs", info)
     }
@@ -568,6 +597,54 @@ mod tests {
         assert_eq!(info["scale_outs"], "1");
         assert_eq!(info["last_scaling_action"], "scale-out");
         assert_eq!(info["tasks_provisioning"], "3");
+    }
+
+    #[tokio::test]
+    async fn a_blind_scaling_alarm_is_no_cause_of_failed_customer_calls() {
+        let p = EcsProcess::new(&config());
+        assert_eq!(p.status().info["depends_on"], "eventbridge,cloudwatch");
+        p.cluster.update_service("web", 2).expect("update");
+        let cw = FakeCloudWatch {
+            state: Mutex::new(Ok("INSUFFICIENT_DATA".into())),
+            cpu: Mutex::default(),
+        };
+        assert_eq!(p.scaling_round(&cw).await.action, "no-decision");
+        *cw.state.lock().expect("test lock") = Err(Upstream::CloudWatch.describe(
+            "DescribeAlarms",
+            &Status::unavailable("metrics pipeline unavailable"),
+        ));
+        assert_eq!(p.scaling_round(&cw).await.action, "no-decision");
+        let info = p.status().info;
+        assert_eq!(info["last_scaling_action"], "no-decision");
+        assert!(info["last_alarm_state"].contains("CloudWatch"), "{info:?}");
+        assert_eq!(
+            info["cause"], "",
+            "scaling waits, but no customer call fails"
+        );
+
+        // EventBridge refusing the workflow events does fail customers (their
+        // tasks stay PROVISIONING): the cause names it, and not CloudWatch.
+        let refusing = RefusingBridge;
+        assert!(p.cluster.flush_outbox(&refusing).await.is_err());
+        let cause = p.status().info["cause"].clone();
+        assert!(
+            cause.starts_with("tasks stuck in PROVISIONING (2): workflow events not published: EventBridge PutEvents UNAVAILABLE"),
+            "{cause}"
+        );
+        assert!(!cause.contains("CloudWatch"), "{cause}");
+    }
+
+    /// EventBridge failing its PutEvents as it did when Kinesis failed.
+    struct RefusingBridge;
+
+    #[tonic::async_trait]
+    impl EventPublisher for RefusingBridge {
+        async fn put_events(&self, _: Vec<eb::EventEntry>) -> Result<(), String> {
+            Err(Upstream::EventBridge.describe(
+                "PutEvents",
+                &Status::unavailable("event bus: Kinesis PutRecords UNAVAILABLE"),
+            ))
+        }
     }
 
     #[test]

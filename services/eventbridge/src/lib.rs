@@ -1,7 +1,8 @@
 //! EventBridge (CloudWatch Events): PutEvents writes events to an event bus
 //! that runs on a Kinesis stream, and a dispatcher reads the bus and delivers
 //! matched events to targets (ECS, Lambda). In the incident, Kinesis errors made
-//! PutEvents fail and stopped delivery until the bus could be read again.
+//! PutEvents fail and stopped delivery until the bus could be read again; the
+//! status's `cause` names Kinesis while that is happening.
 
 pub mod dispatch;
 
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use cascade_core::deps::{self, RecentFailure};
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer, StreamReader, TimeArgs};
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::serve::{self, StatusSource};
@@ -58,6 +60,62 @@ pub struct EventBridgeConfig {
     /// How often the dispatcher reads the bus and retries pending deliveries (wall time).
     #[arg(long, env = "CASCADE_DISPATCH_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub dispatch_interval: Duration,
+    /// A rule installed at start, as NAME:SOURCE:DETAIL_TYPE:TARGET (an empty
+    /// SOURCE or DETAIL_TYPE matches any); repeatable, and skipped when its
+    /// target has no address. The default sends the customer traffic's
+    /// events (source "customer.shop") to Lambda, so customer events reach
+    /// Lambda and a delayed bus shows there as late invocations.
+    #[arg(long = "rule", value_name = "NAME:SOURCE:DETAIL_TYPE:TARGET", env = "CASCADE_EVENTBRIDGE_RULES",
+          value_delimiter = ',', default_value = DEFAULT_RULE, value_parser = parse_rule)]
+    pub rules: Vec<RuleArg>,
+}
+
+/// The rule installed unless `--rule` says otherwise: customer events to Lambda.
+pub const DEFAULT_RULE: &str = "customer-events-to-lambda:customer.shop::lambda";
+
+/// A rule from the command line (see [`EventBridgeConfig::rules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleArg {
+    /// Rule name, 1 to 64 characters.
+    pub name: String,
+    /// Source to match; empty matches any.
+    pub source: String,
+    /// Detail-type to match; empty matches any.
+    pub detail_type: String,
+    /// "ecs" or "lambda".
+    pub target: String,
+}
+
+/// Parses `NAME:SOURCE:DETAIL_TYPE:TARGET`.
+pub fn parse_rule(s: &str) -> Result<RuleArg, String> {
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    let [name, source, detail_type, target] = parts[..] else {
+        return Err(format!(
+            "{s:?} is not NAME:SOURCE:DETAIL_TYPE:TARGET (e.g. {DEFAULT_RULE:?})"
+        ));
+    };
+    check_rule(name, target).map_err(|e| format!("{s:?}: {}", e.message()))?;
+    Ok(RuleArg {
+        name: name.to_owned(),
+        source: source.to_owned(),
+        detail_type: detail_type.to_owned(),
+        target: target.to_owned(),
+    })
+}
+
+/// Checks a rule's name (1 to 64 characters) and target (one of [`TARGETS`]).
+fn check_rule(name: &str, target: &str) -> Result<(), ServiceError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ServiceError::invalid(format!(
+            "name: {name:?} must be 1 to 64 characters"
+        )));
+    }
+    if !TARGETS.contains(&target) {
+        return Err(ServiceError::invalid(format!(
+            "target: {target:?} is not a target; valid targets are \"ecs\" and \"lambda\""
+        )));
+    }
+    Ok(())
 }
 
 /// Delivers over gRPC to the configured targets.
@@ -107,15 +165,53 @@ pub struct Bus {
     events_put: AtomicU64,
     /// Dispatcher polls of the bus that failed.
     poll_errors: AtomicU64,
+    /// The last PutEvents refused because Kinesis failed, and when.
+    refused_put: RecentFailure,
+    /// The last failed read of the bus (delivery delayed), and when.
+    failed_poll: RecentFailure,
 }
 
 impl Bus {
+    /// A bus for `config` with its rules from `--rule` (those whose target
+    /// has an address); connects to Kinesis lazily.
+    pub fn new(config: EventBridgeConfig) -> anyhow::Result<Self> {
+        let kinesis = KinesisProducer::new(config.kinesis.clone())
+            .with_context(|| format!("--kinesis-backend {:?}", config.kinesis.kinesis_backend))?;
+        let bus = Self {
+            config,
+            kinesis,
+            dispatcher: Dispatcher::default(),
+            put_errors: AtomicU64::new(0),
+            events_put: AtomicU64::new(0),
+            poll_errors: AtomicU64::new(0),
+            refused_put: RecentFailure::new(),
+            failed_poll: RecentFailure::new(),
+        };
+        for r in &bus.config.rules {
+            if bus.target_configured(&r.target) {
+                bus.dispatcher
+                    .put_rule(&r.name, &r.source, &r.detail_type, &r.target);
+                tracing::info!(rule = %r.name, source = %r.source, detail_type = %r.detail_type, target = %r.target, "rule installed from --rule");
+            } else {
+                tracing::info!(rule = %r.name, target = %r.target, "--rule skipped: its target has no address");
+            }
+        }
+        Ok(bus)
+    }
+
     fn target_configured(&self, target: &str) -> bool {
         match target {
             "ecs" => self.config.ecs.is_some(),
             "lambda" => self.config.lambda.is_some(),
             _ => false,
         }
+    }
+
+    /// Why customer calls fail now, naming the upstream, or "": PutEvents
+    /// refused, and delivery delayed because the bus cannot be read, each
+    /// while recent (both name Kinesis).
+    pub fn cause(&self) -> String {
+        deps::join_causes([self.refused_put.recent(), self.failed_poll.recent()])
     }
 }
 
@@ -198,12 +294,10 @@ impl EventBridge for Api {
             .await
         {
             self.put_errors.fetch_add(1, Ordering::Relaxed);
-            return Err(ServiceError::unavailable(format!(
-                "event bus: Kinesis stream {:?} did not accept the events: {}",
-                self.config.bus_stream,
-                Status::from(e).message()
-            ))
-            .into());
+            // The producer's message names Kinesis and the call that failed.
+            let message = format!("event bus {:?}: {}", self.config.bus_stream, e.message());
+            self.refused_put.record(format!("PutEvents: {message}"));
+            return Err(ServiceError::unavailable(message).into());
         }
         self.events_put
             .fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -224,20 +318,7 @@ impl EventBridge for Api {
         req: Request<pb::PutRuleRequest>,
     ) -> Result<Response<pb::PutRuleResponse>, Status> {
         let r = req.into_inner();
-        if r.name.is_empty() || r.name.len() > 64 {
-            return Err(ServiceError::invalid(format!(
-                "name: {:?} must be 1 to 64 characters",
-                r.name
-            ))
-            .into());
-        }
-        if !TARGETS.contains(&r.target.as_str()) {
-            return Err(ServiceError::invalid(format!(
-                "target: {:?} is not a target; valid targets are \"ecs\" and \"lambda\"",
-                r.target
-            ))
-            .into());
-        }
+        check_rule(&r.name, &r.target)?;
         if !self.target_configured(&r.target) {
             return Err(ServiceError::invalid(format!(
                 "target: {:?} has no address; start eventbridge with --{} ADDR to deliver to it",
@@ -302,6 +383,11 @@ impl StatusSource for Bus {
                 s.last_consumed_put_at_ms.to_string(),
             ),
             ("bus_stream", self.config.bus_stream.clone()),
+            (
+                deps::DEPENDS_ON_KEY,
+                deps::depends_on(self.config.kinesis.upstream()),
+            ),
+            (deps::CAUSE_KEY, self.cause()),
         ];
         serve::process_status("eventbridge", info)
     }
@@ -334,6 +420,10 @@ async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationT
             }
             Err(e) => {
                 bus.poll_errors.fetch_add(1, Ordering::Relaxed);
+                bus.failed_poll.record(format!(
+                    "delivery delayed: the bus cannot be read: {}",
+                    e.message()
+                ));
                 if failing_since.is_none() {
                     failing_since = Some(Instant::now());
                     tracing::warn!(error = %Status::from(e).message(), "cannot read the event bus from Kinesis; delivery delayed");
@@ -353,19 +443,10 @@ pub async fn run(
     if config.dispatch_interval.is_zero() {
         anyhow::bail!("--dispatch-interval: must be more than 0 (e.g. 100ms)");
     }
-    let kinesis = KinesisProducer::new(config.kinesis.clone())
-        .with_context(|| format!("--kinesis-backend {:?}", config.kinesis.kinesis_backend))?;
     let targets = GrpcTargets::new(&config)?;
     tracing::info!(bus = %config.bus_stream, ecs = ?config.ecs, lambda = ?config.lambda,
         dispatch_interval = ?config.dispatch_interval, "eventbridge starting");
-    let bus = Arc::new(Bus {
-        config,
-        kinesis,
-        dispatcher: Dispatcher::default(),
-        put_errors: AtomicU64::new(0),
-        events_put: AtomicU64::new(0),
-        poll_errors: AtomicU64::new(0),
-    });
+    let bus = Arc::new(Bus::new(config)?);
     let (routes, health) = serve::base_routes(bus.clone())?;
     let routes = routes.add_service(EventBridgeServer::new(Api(bus.clone())));
     let server = tokio::spawn(serve::serve(listener, routes, shutdown.clone()));
@@ -455,5 +536,78 @@ mod tests {
             serde_json::from_slice::<BusEvent>(&bytes).expect("decodes"),
             e
         );
+    }
+
+    /// Flags as the command line gives them.
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: EventBridgeConfig,
+    }
+
+    fn bus(args: &[&str]) -> Bus {
+        use clap::Parser as _;
+        let argv = ["eventbridge", "--kinesis-backend=127.0.0.1:1"]
+            .into_iter()
+            .chain(args.iter().copied());
+        Bus::new(Cli::parse_from(argv).config).expect("a lazy client always builds")
+    }
+
+    #[tokio::test]
+    async fn the_default_rule_sends_customer_events_to_lambda_when_lambda_has_an_address() {
+        let rules = bus(&["--lambda=127.0.0.1:2"]).dispatcher.rules();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            (rules[0].source.as_str(), rules[0].target.as_str()),
+            ("customer.shop", "lambda")
+        );
+        assert!(bus(&[]).dispatcher.rules().is_empty(), "no Lambda, no rule");
+        let custom = bus(&["--ecs=127.0.0.1:3", "--rule=a:s:d:ecs", "--rule=b:::lambda"]);
+        let names: Vec<String> = custom
+            .dispatcher
+            .rules()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["a"], "b has no Lambda to go to");
+
+        assert!(parse_rule("a:s:d").is_err_and(|e| e.contains("NAME:SOURCE")));
+        assert!(parse_rule("a:s:d:sqs").is_err_and(|e| e.contains("target")));
+        assert!(parse_rule(":s:d:ecs").is_err_and(|e| e.contains("name")));
+    }
+
+    #[tokio::test]
+    async fn a_put_refused_by_kinesis_names_it_in_the_error_and_the_cause_for_a_while() {
+        let api = Api(Arc::new(bus(&[])));
+        let info = |key: &str| api.0.status().info.get(key).cloned().unwrap_or_default();
+        assert_eq!(info("depends_on"), "kinesis");
+        let put = |detail: &str| {
+            Request::new(pb::PutEventsRequest {
+                entries: vec![entry("customer.shop", "OrderPlaced", detail)],
+            })
+        };
+        // A bad request is the caller's own failure: no cause.
+        assert!(api.put_events(put("{not json")).await.is_err());
+        assert_eq!(info("cause"), "");
+
+        // Nothing listens at Kinesis's address: the put fails naming Kinesis.
+        let e = api
+            .put_events(put("{}"))
+            .await
+            .expect_err("Kinesis is unreachable");
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+        assert!(
+            e.message()
+                .starts_with("event bus \"eventbridge-bus\": Kinesis"),
+            "{e:?}"
+        );
+        let cause = info("cause");
+        assert!(cause.starts_with("PutEvents: event bus"), "{cause}");
+        assert!(cause.contains("Kinesis"), "{cause}");
+        assert_eq!(info("put_errors"), "1");
+
+        tokio::time::pause();
+        tokio::time::advance(deps::CAUSE_WINDOW + Duration::from_millis(1)).await;
+        assert_eq!(info("cause"), "", "an old refusal explains nothing now");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use cascade_core::deps::{RecentFailure, Upstream};
 use cascade_core::ticker::Ticker;
 use cascade_core::{ServiceError, clients};
 use cascade_proto::cloudwatch::cloud_watch_client::CloudWatchClient;
@@ -63,9 +64,10 @@ impl MetricsSink for CloudWatchSink {
             .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status.into()),
+            Ok(Err(status)) => Err(Upstream::CloudWatch.error("PutMetricData", status)),
             Err(_) => Err(ServiceError::unavailable(format!(
-                "CloudWatch PutMetricData did not answer within {FLUSH_DEADLINE:?}"
+                "{} PutMetricData did not answer within {FLUSH_DEADLINE:?}",
+                Upstream::CloudWatch
             ))),
         }
     }
@@ -180,6 +182,8 @@ pub struct MetricsAgent {
     sink_ok: AtomicBool,
     /// The last flush error, for status.
     last_error: Mutex<String>,
+    /// The last flush error and when, for the cause of refused invocations.
+    recent_failure: RecentFailure,
 }
 
 impl MetricsAgent {
@@ -196,6 +200,7 @@ impl MetricsAgent {
             flush_failures: AtomicU64::new(0),
             sink_ok: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
+            recent_failure: RecentFailure::new(),
         }
     }
 
@@ -287,6 +292,7 @@ impl MetricsAgent {
             if let Err(e) = sink.put_metric_data(req).await {
                 self.flush_failures.fetch_add(1, Ordering::Relaxed);
                 *self.last_error.lock() = e.to_string();
+                self.recent_failure.record(e.to_string());
                 if self.sink_ok.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "metrics agent: CloudWatch flush failed; buffering");
                 }
@@ -301,6 +307,12 @@ impl MetricsAgent {
             tracing::info!(flushed, "metrics agent: CloudWatch accepts metrics again");
         }
         Ok(flushed)
+    }
+
+    /// The last flush error if it happened within the cause window: why the
+    /// buffer is growing now.
+    pub fn recent_flush_failure(&self) -> Option<String> {
+        self.recent_failure.recent()
     }
 
     /// A snapshot for status and tests.
@@ -370,7 +382,12 @@ pub(crate) mod tests {
     impl MetricsSink for SwitchSink {
         async fn put_metric_data(&self, req: PutMetricDataRequest) -> Result<(), ServiceError> {
             if self.failing.load(Ordering::Relaxed) {
-                return Err(ServiceError::unavailable("CloudWatch: Kinesis unavailable"));
+                return Err(Upstream::CloudWatch.error(
+                    "PutMetricData",
+                    tonic::Status::unavailable(
+                        "metrics pipeline unavailable: Kinesis PutRecords UNAVAILABLE (test double)",
+                    ),
+                ));
             }
             self.accepted.lock().push(req);
             Ok(())

@@ -1,19 +1,22 @@
 //! `InvocationHost`: runs one invocation at a time per request on a host whose
 //! memory (a modelled `MemoryBudget`) is shared with the metrics agent. An
 //! invocation that cannot reserve its memory is refused: the invocation errors
-//! Lambda saw while its metrics agent's buffer grew (06:15-10:36 PST).
+//! Lambda saw while its metrics agent's buffer grew (06:15-10:36 PST). A
+//! refusal the agent's unflushable buffer explains names CloudWatch.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cascade_core::deps::{self, RecentFailure, Upstream};
 use cascade_core::serve::process_status;
 use cascade_core::{ServiceError, now_ms};
 use cascade_proto::control::ProcessStatus;
 
 use crate::agent::MetricsAgent;
+use crate::events::EventLateness;
 use crate::functions::Function;
-use crate::memory::MemoryBudget;
+use crate::memory::{Contention, MemoryBudget, human};
 
 /// The invocation host: its memory, its metrics agent, and counters.
 #[derive(Debug)]
@@ -32,6 +35,12 @@ pub struct InvocationHost {
     refusing: AtomicBool,
     /// Real bytes held by the `memory_hog` fault (charged to the budget).
     hog: parking_lot::Mutex<Vec<u8>>,
+    /// How late EventBridge delivers the events driving invocations.
+    events: EventLateness,
+    /// The last refusal the agent's failing flushes explain, and when.
+    refused_by_agent: RecentFailure,
+    /// Upstreams whose failure can impair this host, as declared.
+    depends_on: Vec<Upstream>,
 }
 
 impl InvocationHost {
@@ -49,7 +58,50 @@ impl InvocationHost {
             invocations_refused: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
             hog: parking_lot::Mutex::new(Vec::new()),
+            events: EventLateness::new(),
+            refused_by_agent: RecentFailure::new(),
+            depends_on: Vec::new(),
         }
+    }
+
+    /// The same host, declaring `upstreams` in its status's `depends_on`.
+    pub fn declaring(mut self, upstreams: Vec<Upstream>) -> Self {
+        self.depends_on = upstreams;
+        self
+    }
+
+    /// Lateness of the EventBridge deliveries this host served.
+    pub fn events(&self) -> &EventLateness {
+        &self.events
+    }
+
+    /// Why customer calls fail now, naming the upstream, or "": invocations
+    /// refused for memory the agent holds because CloudWatch refuses its
+    /// flushes, and EventBridge delivering events late, each while recent.
+    /// A refusal the agent does not explain (a memory hog, too many
+    /// concurrent invocations) has no upstream cause.
+    pub fn cause(&self) -> String {
+        deps::join_causes([self.refused_by_agent.recent(), self.events.cause()])
+    }
+
+    /// The RESOURCE_EXHAUSTED a refused invocation gets: the contention,
+    /// and why the agent holds its memory when its flushes are failing.
+    fn refusal(&self, contention: &Contention) -> ServiceError {
+        let failing = self
+            .agent
+            .recent_flush_failure()
+            .filter(|_| contention.agent_crowds_out());
+        let Some(flush) = failing else {
+            return ServiceError::ResourceExhausted(contention.to_string());
+        };
+        self.refused_by_agent.record(format!(
+            "invocations refused: the metrics agent holds {} of the {} host memory budget; its flushes fail: {flush}",
+            human(contention.usage.agent),
+            human(contention.limit),
+        ));
+        ServiceError::ResourceExhausted(format!(
+            "{contention}; the agent holds that memory because its flushes fail: {flush}"
+        ))
     }
 
     /// The host's metrics agent.
@@ -94,10 +146,11 @@ impl InvocationHost {
             Ok(r) => r,
             Err(contention) => {
                 self.invocations_refused.fetch_add(1, Ordering::Relaxed);
+                let refusal = self.refusal(&contention);
                 if !self.refusing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(%contention, "invocations refused");
+                    tracing::warn!(error = %refusal, "invocations refused");
                 }
-                return Err(ServiceError::ResourceExhausted(contention.to_string()));
+                return Err(refusal);
             }
         };
         // The reserved bytes are real: written, so the pages are resident.
@@ -130,6 +183,7 @@ impl cascade_core::serve::StatusSource for InvocationHost {
         let usage = self.budget.usage();
         let agent = self.agent.stats();
         let (ok, refused) = self.counts();
+        let events = self.events.stats();
         let info = [
             ("memory_budget", self.budget.limit().to_string()),
             (
@@ -150,6 +204,19 @@ impl cascade_core::serve::StatusSource for InvocationHost {
             ("invocations_ok", ok.to_string()),
             ("invocations_refused", refused.to_string()),
             ("memory_hog_bytes", usage.hog.to_string()),
+            ("event_invocations_measured", events.measured.to_string()),
+            ("late_event_invocations", events.late.to_string()),
+            ("last_event_lateness_ms", events.last_ms.to_string()),
+            ("max_event_lateness_ms", events.max_ms.to_string()),
+            (
+                "event_invocations_held_by_refusals",
+                events.held_by_refusals.to_string(),
+            ),
+            (
+                deps::DEPENDS_ON_KEY,
+                deps::depends_on(self.depends_on.iter().copied()),
+            ),
+            (deps::CAUSE_KEY, self.cause()),
         ];
         process_status("lambda", info)
     }
@@ -291,6 +358,67 @@ mod tests {
             .await
             .expect("memory free again");
         assert_eq!(out, b"back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cause_names_cloudwatch_while_its_failing_flushes_crowd_invocations_out() {
+        let host = small_host();
+        assert_eq!(host.cause(), "");
+        let sink = SwitchSink::default();
+        sink.failing.store(true, Ordering::Relaxed);
+        let msg = invoke_until_refused(&host, &sink, 100).await;
+        assert!(
+            msg.contains(
+                "the agent holds that memory because its flushes fail: CloudWatch PutMetricData UNAVAILABLE"
+            ),
+            "{msg}"
+        );
+        let cause = host.status().info["cause"].clone();
+        assert!(
+            cause.starts_with(
+                "invocations refused: the metrics agent holds 52.0 KiB of the 64.0 KiB host memory budget; \
+                 its flushes fail: CloudWatch PutMetricData UNAVAILABLE: metrics pipeline unavailable"
+            ),
+            "{cause}"
+        );
+
+        // CloudWatch recovers: invocations run; after the window, no cause.
+        sink.failing.store(false, Ordering::Relaxed);
+        assert!(host.agent().flush_once(&sink).await.is_ok());
+        assert!(host.invoke("echo", b"ok".to_vec(), 0).await.is_ok());
+        assert!(!host.cause().is_empty(), "the refusal is still recent");
+        tokio::time::advance(deps::CAUSE_WINDOW + Duration::from_millis(1)).await;
+        assert!(host.invoke("echo", b"ok".to_vec(), 0).await.is_ok());
+        assert_eq!(host.cause(), "");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_the_agent_does_not_explain_names_no_upstream() {
+        let host = small_host();
+        let sink = SwitchSink::default();
+        sink.failing.store(true, Ordering::Relaxed);
+        assert!(host.invoke("echo", b"x".to_vec(), 0).await.is_ok());
+        assert!(host.agent().flush_once(&sink).await.is_err());
+        // Another tenant takes the host's memory: 4 KiB of agent buffer is not why.
+        assert!(
+            host.configure("memory_hog", &(60 * KIB).to_string())
+                .is_ok()
+        );
+        match host.invoke("echo", b"x".to_vec(), 0).await {
+            Err(ServiceError::ResourceExhausted(m)) => {
+                assert!(m.contains("a memory hog holds"), "{m}");
+                assert!(!m.contains("CloudWatch"), "{m}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(host.cause(), "");
+        assert_eq!(host.status().info["depends_on"], "");
+        let declared = InvocationHost::new(MemoryBudget::new(KIB), host.agent().clone(), 1)
+            .declaring(vec![Upstream::CloudWatch, Upstream::EventBridge]);
+        assert_eq!(
+            declared.status().info["depends_on"],
+            "cloudwatch,eventbridge"
+        );
     }
 
     #[tokio::test]

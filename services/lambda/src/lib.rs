@@ -3,8 +3,10 @@
 //! as the local metrics agent's buffer; the agent flushes to CloudWatch, so a
 //! CloudWatch outage (Kinesis, 2020-11-25) turns into memory contention and
 //! RESOURCE_EXHAUSTED invocations, with no check for "the outage" anywhere.
+//! How late EventBridge's deliveries arrive is measured as evidence too.
 
 pub mod agent;
+pub mod events;
 pub mod functions;
 pub mod host;
 pub mod memory;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use cascade_core::deps::Upstream;
 use cascade_core::kinesis::TimeArgs;
 use cascade_core::retry::{RetryError, RetryPolicy, retry_until};
 use cascade_core::{ServiceError, clients, serve};
@@ -81,6 +84,18 @@ impl LambdaConfig {
         }
         Ok(())
     }
+
+    /// The upstreams whose failure can impair this host: CloudWatch, which
+    /// the metrics agent's client calls (`--cloudwatch`), and EventBridge,
+    /// whose deliveries to the `EventTarget` API this host always serves
+    /// drive the event-driven invocations.
+    pub fn depends_on(&self) -> Vec<Upstream> {
+        let cloudwatch = (!self.cloudwatch.trim().is_empty()).then_some(Upstream::CloudWatch);
+        cloudwatch
+            .into_iter()
+            .chain([Upstream::EventBridge])
+            .collect()
+    }
 }
 
 /// The Lambda API over an invocation host.
@@ -105,12 +120,17 @@ impl Lambda for LambdaApi {
 #[tonic::async_trait]
 impl EventTarget for LambdaApi {
     /// EventBridge targets Lambda: the event's detail runs through `echo`,
-    /// under the same memory rules as Invoke.
+    /// under the same memory rules as Invoke. How late it arrives after its
+    /// put is measured first; a refusal is remembered, so deliveries it may
+    /// have held up are not counted as EventBridge's lateness.
     async fn deliver(&self, req: Request<Event>) -> Result<Response<DeliverResponse>, Status> {
         let event = req.into_inner();
+        let events = self.0.events();
+        events.arrived(event.put_at_ms, cascade_core::now_ms());
         self.0
             .invoke("echo", event.detail.into_bytes(), 0)
             .await
+            .inspect_err(|_| events.refused(cascade_core::now_ms()))
             .map_err(|e| match e {
                 // Name the field as EventBridge sent it.
                 ServiceError::InvalidArgument(m) => {
@@ -193,11 +213,10 @@ pub async fn run_with_sink(
         config.log_bytes_per_invocation,
         config.agent_buffer_max,
     ));
-    let host = Arc::new(InvocationHost::new(
-        budget,
-        agent.clone(),
-        config.invocation_memory,
-    ));
+    let host = Arc::new(
+        InvocationHost::new(budget, agent.clone(), config.invocation_memory)
+            .declaring(config.depends_on()),
+    );
     let (routes, health) = serve::base_routes(host.clone())?;
     let api = LambdaApi(host);
     let routes = routes

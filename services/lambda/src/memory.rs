@@ -63,6 +63,14 @@ pub struct Contention {
     pub usage: Usage,
 }
 
+impl Contention {
+    /// Whether the metrics agent's bytes are what crowd the invocation out:
+    /// without them it would have fit.
+    pub fn agent_crowds_out(&self) -> bool {
+        (self.usage.total() - self.usage.agent).saturating_add(self.wanted) <= self.limit
+    }
+}
+
 impl std::fmt::Display for Contention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -205,6 +213,17 @@ mod tests {
         drop(r);
         assert_eq!(budget.usage().invocations, 0);
         assert_eq!(budget.usage().running, 0);
+    }
+
+    #[test]
+    fn the_agent_crowds_an_invocation_out_only_if_it_would_fit_without_the_agent() {
+        let budget = MemoryBudget::new(100);
+        budget.charge_agent(50);
+        let _running = budget.try_reserve_invocation(30).expect("30 of 50 free");
+        let e = budget.try_reserve_invocation(40).expect_err("20 free");
+        assert!(e.agent_crowds_out(), "30 + 40 fits without the agent");
+        let e = budget.try_reserve_invocation(80).expect_err("20 free");
+        assert!(!e.agent_crowds_out(), "30 + 80 never fits");
     }
 
     #[test]

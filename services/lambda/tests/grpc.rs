@@ -146,6 +146,17 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
     let mut events = EventTargetClient::new(channel.clone());
     let mut control = ControlClient::new(channel);
 
+    // An event EventBridge put 12 s ago arrives now: late, and it says so.
+    events
+        .deliver(Event {
+            event_id: "late-1".into(),
+            detail: "{}".into(),
+            put_at_ms: cascade_core::now_ms() - 12_000,
+            ..Default::default()
+        })
+        .await
+        .expect("a late event still runs");
+
     // CloudWatch down: every invocation adds a record the agent cannot flush.
     let refusal = eventually("an invocation refused", Duration::from_secs(3), || {
         let mut lambda = lambda.clone();
@@ -160,6 +171,10 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
     .await;
     assert!(
         refusal.contains("memory contention on the invocation host"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("because its flushes fail: CloudWatch PutMetricData UNAVAILABLE"),
         "{refusal}"
     );
     let delivered = events
@@ -191,6 +206,21 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
         info["invocations_refused"].parse::<u64>().unwrap_or(0) >= 1,
         "{info:?}"
     );
+    assert_eq!(info["depends_on"], "cloudwatch,eventbridge");
+    assert!(
+        info["cause"].starts_with("invocations refused: the metrics agent holds")
+            && info["cause"].contains("CloudWatch PutMetricData"),
+        "{info:?}"
+    );
+    assert!(
+        info["cause"].contains("; EventBridge delivered events 12."),
+        "{info:?}"
+    );
+    assert_eq!(info["late_event_invocations"], "1", "{info:?}");
+    assert!(
+        info["last_event_lateness_ms"].parse::<i64>().unwrap_or(0) >= 12_000,
+        "{info:?}"
+    );
 
     // CloudWatch back: the flusher drains the buffer and invocations run again.
     fake.failing.store(false, Ordering::Relaxed);
@@ -206,6 +236,26 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
     })
     .await;
     assert!(fake.lambda_datums.load(Ordering::Relaxed) >= 2 * 13);
+
+    // Another event put 12 s ago, now after this host refused deliveries:
+    // Lambda may have held it up itself, so it is not held against EventBridge.
+    events
+        .deliver(Event {
+            event_id: "late-2".into(),
+            detail: "{}".into(),
+            put_at_ms: cascade_core::now_ms() - 12_000,
+            ..Default::default()
+        })
+        .await
+        .expect("runs once memory is free");
+    let info = control
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .info;
+    assert_eq!(info["late_event_invocations"], "1", "{info:?}");
+    assert_eq!(info["event_invocations_held_by_refusals"], "1", "{info:?}");
 
     // The remediation: a bounded agent buffer keeps invocations running.
     let applied = control

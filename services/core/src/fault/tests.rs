@@ -138,6 +138,7 @@ fn names_and_codes_parse() {
     assert_eq!(caller_instance("tonic/0.14.9"), None);
     for (name, code) in CODE_NAMES {
         assert_eq!(parse_code(name), Some(code), "{name}");
+        assert_eq!(code_name(code), name);
     }
     assert_eq!(parse_code("unavailable"), Some(Code::Unavailable));
     assert_eq!(parse_code("NOPE"), None);
