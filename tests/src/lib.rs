@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use cascade_core::testkit::{eventually, holds};
 use serde_json::Value;
 
 pub mod procs;
@@ -33,25 +34,6 @@ pub fn bin_dir() -> PathBuf {
         );
     }
     dir
-}
-
-/// Polls `f` every 100 ms until it returns `Ok`, or panics after `deadline`
-/// with `what` and the last thing `f` saw.
-pub fn eventually<T>(
-    what: &str,
-    deadline: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= until => {
-                panic!("timed out after {deadline:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 /// Whether a process exists and is not a zombie.

@@ -323,7 +323,7 @@ impl StatusSource for CognitoService {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use cascade_core::testkit::{eventually_async, holds};
 
     use super::*;
     use crate::access_log::{AccessLogSink, MIN_CAPACITY};
@@ -348,14 +348,6 @@ mod tests {
 
     fn info(svc: &CognitoService, key: &str) -> String {
         svc.status().info.get(key).cloned().unwrap_or_default()
-    }
-
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// A sink that accepts everything.
@@ -445,8 +437,11 @@ mod tests {
                 .await
                 .map(|_| ())
         });
-        eventually("a blocked handler", || {
-            info(&svc, "blocked_handlers") == "1"
+        eventually_async("a blocked handler", Duration::from_secs(1), || {
+            let blocked = info(&svc, "blocked_handlers");
+            std::future::ready(holds(blocked == "1", || {
+                format!("blocked_handlers {blocked:?}")
+            }))
         })
         .await;
         assert_eq!(svc.in_flight(), 1);

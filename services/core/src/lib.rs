@@ -1,8 +1,8 @@
 //! Shared library for every Cascade service: server bootstrap (health,
 //! reflection, Control), the fault layer, one error mapping, telemetry,
 //! shutdown, start-up retry and loop ticks, the fixed thread budget, kernel
-//! thread-limit enforcement, shared flag parsers and ids, and the Kinesis
-//! key-space helpers both Kinesis tiers agree on.
+//! thread-limit enforcement, shared flag parsers and ids, the Kinesis
+//! key-space helpers both Kinesis tiers agree on, and the tests' one wait.
 
 pub mod binary;
 pub mod clients;
@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testkit;
 pub mod threadlimit;
 pub mod ticker;
 
