@@ -1,6 +1,7 @@
 //! The front-end fleet under a real kernel thread limit: healthy below it,
 //! tipped by added capacity above it (exactly at `base_threads + peers >
-//! limit`), recovered by removing capacity and restarting.
+//! limit`), recovered by removing capacity and restarting. Also the raw
+//! shape of `status --json`, whose field names are a documented contract.
 
 use std::process::Output;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use cascade::state::MapState;
 use cascade_tests::kinesis::{GetRecordsOutput, PutRecordOutput, parse};
 use cascade_tests::status::{all_maps, full_mesh, pretty};
 use cascade_tests::{Fleet, describe, learn_base_threads};
+use serde_json::Value;
 
 const LEARN: Duration = Duration::from_secs(30);
 
@@ -160,4 +162,63 @@ fn removing_capacity_then_restarting_restores_service() {
     let read: GetRecordsOutput =
         parse(&fleet.get_records("s", "shardId-000000000000", Some("kinesis-frontend-2")));
     assert!(read.records.iter().any(|r| r.data == "back"), "{read:?}");
+}
+
+/// The field names design.md documents for `status --json`, read raw on
+/// purpose: a renamed field would still round-trip through `Status`.
+#[test]
+fn status_json_keeps_its_documented_field_names() {
+    let fleet = Fleet::kinesis("wire", 2, 16);
+    fleet.wait_status("2 ready", LEARN, |s| full_mesh(s, 2));
+    let raw = fleet.ok(&["status", "--json"]);
+    let v: Value = serde_json::from_str(&raw).expect("status --json is JSON");
+    let has = |obj: &Value, keys: &[&str], what: &str| {
+        for k in keys {
+            assert!(obj.get(k).is_some(), "{what} has no field {k:?}:\n{raw}");
+        }
+    };
+    has(
+        &v,
+        &["mode", "thread_limit", "frontends", "services"],
+        "status",
+    );
+    assert!(
+        ["local", "docker", "swarm"].contains(&v["mode"].as_str().unwrap_or_default()),
+        "mode: {raw}"
+    );
+    has(
+        &v["thread_limit"],
+        &["limit", "enforcement"],
+        "thread_limit",
+    );
+    let frontends = v["frontends"].as_array().expect("frontends is a list");
+    assert_eq!(frontends.len(), 2, "{raw}");
+    for f in frontends {
+        has(
+            f,
+            &[
+                "name",
+                "pid",
+                "threads",
+                "base_threads",
+                "thread_limit",
+                "peers_known",
+                "peers_total",
+                "shard_map",
+                "spawn_failures",
+                "last_spawn_error",
+            ],
+            "a front-end",
+        );
+        assert_eq!(f["shard_map"], "ready", "{raw}");
+    }
+    let services = v["services"].as_array().expect("services is a list");
+    assert!(!services.is_empty(), "{raw}");
+    for svc in services {
+        has(svc, &["name", "pid", "health", "detail"], "a service");
+        assert!(
+            ["serving", "degraded", "down"].contains(&svc["health"].as_str().unwrap_or_default()),
+            "health is one of serving|degraded|down: {raw}"
+        );
+    }
 }
