@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cascade::state::MapState;
 use cascade_tests::status::{all_serving, full_mesh, gauge_u64, pretty, try_gauge_u64};
-use cascade_tests::{Fleet, describe, eventually, holds};
+use cascade_tests::{Fleet, ProbeReport, describe, eventually, holds};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -33,6 +33,13 @@ fn up(tag: &str, services: &str) -> Fleet {
     fleet
 }
 
+/// Probes `svc` `count` times (2 s deadline each); every call must succeed.
+fn assert_serves(fleet: &Fleet, svc: &str, count: u32, why: &str) -> ProbeReport {
+    let p = fleet.probe_within(svc, count, "2s");
+    assert_eq!(p.ok, u64::from(count), "{svc}: {why}: {p:?}");
+    p
+}
+
 fn inject(fleet: &Fleet, args: &[&str]) -> String {
     let mut all = vec!["inject"];
     all.extend_from_slice(args);
@@ -43,9 +50,7 @@ fn inject(fleet: &Fleet, args: &[&str]) -> String {
 #[test]
 fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
     let fleet = up("grpc", "cognito");
-    let healthy = fleet.probe_within("cognito", 5, "2s");
-    assert_eq!(healthy.ok, 5, "{healthy:?}");
-    let base_p50 = healthy.p50_ms;
+    let base_p50 = assert_serves(&fleet, "cognito", 5, "healthy").p50_ms;
 
     // Latency: the configured delay shows in the probe, and goes away.
     let id = inject(
@@ -60,8 +65,7 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             "50ms",
         ],
     );
-    let p = fleet.probe_within("cognito", 5, "2s");
-    assert_eq!(p.ok, 5, "{p:?}");
+    let p = assert_serves(&fleet, "cognito", 5, "slow but served");
     assert!(
         p.p50_ms >= 300.0 && p.p50_ms < 300.0 + 50.0 + 250.0,
         "latency 300ms+[0,50]ms: {p:?}"
@@ -119,7 +123,7 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
         "ends at the 500 ms deadline: {p:?}"
     );
     fleet.ok(&["clear", &id]);
-    assert_eq!(fleet.probe_within("cognito", 3, "2s").ok, 3);
+    assert_serves(&fleet, "cognito", 3, "hang cleared");
 
     // Blackhole: swallowed before the handler, never answered.
     let id = inject(
@@ -129,7 +133,7 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
     let p = fleet.probe_within("cognito", 2, "500ms");
     assert_eq!(p.failed_with("DEADLINE_EXCEEDED"), 2, "{p:?}");
     fleet.ok(&["clear", &id]);
-    assert_eq!(fleet.probe_within("cognito", 2, "2s").ok, 2);
+    assert_serves(&fleet, "cognito", 2, "blackhole cleared");
 
     // Expiry: a fault with a duration reverts itself.
     inject(
@@ -158,11 +162,7 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             Err(l)
         }
     });
-    assert_eq!(
-        fleet.probe_within("cognito", 3, "2s").ok,
-        3,
-        "no effect after expiry"
-    );
+    assert_serves(&fleet, "cognito", 3, "no effect after expiry");
 }
 
 #[test]
@@ -186,8 +186,7 @@ fn a_partition_cuts_only_the_flow_between_its_two_sides() {
     );
     // Only that flow: customers still reach CloudWatch, Lambda and Cognito.
     for svc in ["cloudwatch", "lambda", "cognito"] {
-        let p = fleet.probe_within(svc, 3, "2s");
-        assert_eq!(p.ok, 3, "{svc} is reachable for customers: {p:?}");
+        assert_serves(&fleet, svc, 3, "reachable for customers");
     }
     let before_clear = gauge_u64(&fleet.status(), "lambda", "agent_flushed_entries");
     fleet.ok(&["clear", &id]);
@@ -203,11 +202,7 @@ fn process_faults_pause_kill_and_restart() {
     let p = fleet.probe_within("cognito", 2, "500ms");
     assert_eq!(p.ok, 0, "a paused process answers nothing: {p:?}");
     fleet.ok(&["clear", &id]);
-    assert_eq!(
-        fleet.probe_within("cognito", 2, "2s").ok,
-        2,
-        "SIGCONT resumes it"
-    );
+    assert_serves(&fleet, "cognito", 2, "SIGCONT resumes it");
 
     let out = fleet.ok(&["inject", "kill", "--target", "cognito-0"]);
     assert!(out.contains("kill"), "{out}");
@@ -218,11 +213,7 @@ fn process_faults_pause_kill_and_restart() {
     });
     assert_eq!(fleet.probe_within("cognito", 2, "500ms").ok, 0);
     fleet.ok(&["inject", "restart", "--target", "cognito"]);
-    assert_eq!(
-        fleet.probe_within("cognito", 2, "2s").ok,
-        2,
-        "restarted on the same address"
-    );
+    assert_serves(&fleet, "cognito", 2, "restarted on the same address");
 }
 
 #[test]
@@ -352,7 +343,7 @@ fn bad_fault_input_is_refused_and_changes_nothing() {
     }
     let listed = fleet.ok(&["faults"]);
     assert!(listed.contains("no active faults"), "{listed}");
-    assert_eq!(fleet.probe_within("cognito", 3, "2s").ok, 3);
+    assert_serves(&fleet, "cognito", 3, "bad input changed nothing");
 }
 
 #[test]
@@ -399,11 +390,7 @@ fn thread_and_memory_hogs_take_real_resources_until_cleared() {
         "invocations crowded out by the hog: {p:?}"
     );
     fleet.ok(&["clear", &id]);
-    assert_eq!(
-        fleet.probe_within("lambda", 3, "2s").ok,
-        3,
-        "memory back after clear"
-    );
+    assert_serves(&fleet, "lambda", 3, "memory back after clear");
     let refused = fleet.run(&[
         "inject",
         "memory-hog",
