@@ -22,6 +22,18 @@ use crate::topology::Service;
 
 /// The stream customer Kinesis traffic writes to.
 pub const CUSTOMER_STREAM: &str = "customer-orders";
+/// A task launch may take this many call deadlines to reach RUNNING.
+pub const LAUNCH_DEADLINES: u32 = 3;
+
+/// The latency one customer call to `svc` may take and still be on time:
+/// a call deadline, or a task launch's for ECS.
+pub fn latency_budget(svc: Service, deadline: Duration) -> Duration {
+    match svc {
+        Service::Ecs => deadline * LAUNCH_DEADLINES,
+        _ => deadline,
+    }
+}
+
 /// Seconds of history kept per service.
 const HISTORY_SECS: usize = 900;
 
@@ -206,7 +218,8 @@ impl Caller {
     }
 
     /// A task launch counts only when the task reaches RUNNING within the
-    /// deadline (three call deadlines): stuck in PROVISIONING is a failure.
+    /// deadline ([`LAUNCH_DEADLINES`] call deadlines): stuck in
+    /// PROVISIONING is a failure.
     async fn launch_task(&self) -> Result<(), tonic::Status> {
         let mut c = EcsClient::new(self.channel(Service::Ecs)?);
         let task = c
@@ -218,7 +231,7 @@ impl Caller {
             .into_inner()
             .task
             .ok_or_else(|| tonic::Status::internal("RunTask returned no task"))?;
-        let until = Instant::now() + self.deadline * 3;
+        let until = Instant::now() + self.deadline * LAUNCH_DEADLINES;
         loop {
             let tasks = c
                 .describe_tasks(ecs::DescribeTasksRequest {
@@ -239,7 +252,7 @@ impl Caller {
                 return Err(tonic::Status::deadline_exceeded(format!(
                     "task {} still PROVISIONING after {:?}",
                     task.task_id,
-                    self.deadline * 3
+                    self.deadline * LAUNCH_DEADLINES
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -250,7 +263,7 @@ impl Caller {
 /// One second of one service's traffic.
 #[derive(Debug, Clone, Default)]
 pub struct Bucket {
-    /// Unix second the calls started in.
+    /// Unix second the calls completed in.
     pub sec: i64,
     /// Calls that succeeded.
     pub ok: u64,
@@ -356,7 +369,7 @@ impl Recorder {
         }
     }
 
-    /// The last `secs` seconds of `svc` (calls that started then).
+    /// The last `secs` seconds of `svc` (calls that completed then).
     pub fn window(&self, svc: Service, secs: i64) -> Summary {
         let now = unix_secs();
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -399,10 +412,11 @@ pub fn spawn(
                 let (caller, recorder) = (caller.clone(), recorder.clone());
                 // Each call on its own task: a stalled service must not slow the clock.
                 tokio::spawn(async move {
-                    let started = unix_secs();
                     let t0 = Instant::now();
                     let r = caller.call(svc, n).await;
-                    recorder.record(svc, started, &r, t0.elapsed().as_secs_f64() * 1000.0);
+                    // Counted in the second it completed: a window then
+                    // holds every call that ended in it, slow ones included.
+                    recorder.record(svc, unix_secs(), &r, t0.elapsed().as_secs_f64() * 1000.0);
                 });
             }
         });

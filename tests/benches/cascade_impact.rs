@@ -10,30 +10,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use cascade::state::{Health, MapState};
+use cascade::status::Status;
+use cascade::topology::Service;
 use cascade_tests::Fleet;
-use serde_json::Value;
+use cascade_tests::status::all_serving;
 
 const TIME_SCALE: f64 = 360.0;
 
-fn pids(s: &Value) -> Vec<u32> {
-    let mut v: Vec<u32> = Fleet::frontends(s)
-        .iter()
-        .filter_map(|f| f["pid"].as_u64())
-        .map(|p| p as u32)
-        .collect();
-    for svc in s["services"].as_array().into_iter().flatten() {
-        if let Some(p) = svc["pid"].as_u64().filter(|p| *p > 0) {
-            v.push(p as u32);
-        }
-        for i in svc["instances"].as_array().into_iter().flatten() {
-            if let Some(p) = i["pid"].as_u64() {
-                v.push(p as u32);
-            }
-        }
-    }
-    if let Some(p) = s["supervisor_pid"].as_u64() {
-        v.push(p as u32);
-    }
+/// Every process of the run: front-ends, services and their instances, and
+/// the supervisor.
+fn pids(s: &Status) -> Vec<u32> {
+    let mut v = cascade_tests::status::pids(s);
+    v.push(s.supervisor_pid);
     v.sort_unstable();
     v.dedup();
     v
@@ -77,24 +66,16 @@ fn main() {
         "impact-base",
         &[&["--services", "kinesis"][..], &common[..]].concat(),
     );
-    base.wait_status("kinesis serving", Duration::from_secs(60), |s| {
-        s["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|x| x["health"] == "serving")
-    });
+    base.wait_status("kinesis serving", Duration::from_secs(60), all_serving);
     let (b_cpu, b_rss, b_n) = at_rest(&base, 10);
     drop(base);
 
     let fleet = Fleet::up("impact", &common);
-    fleet.wait_status("every service serving", Duration::from_secs(60), |s| {
-        s["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|x| x["health"] == "serving")
-    });
+    fleet.wait_status(
+        "every service serving",
+        Duration::from_secs(60),
+        all_serving,
+    );
     let (cpu, rss, n) = at_rest(&fleet, 10);
     println!(
         "baseline: Kinesis only ({b_n} processes): {b_cpu:.3} cores, {b_rss:.0} MiB RSS at rest"
@@ -109,28 +90,20 @@ fn main() {
     let added = Instant::now();
     let mut first_failure: Option<Instant> = None;
     let mut impaired: BTreeMap<String, Instant> = BTreeMap::new();
-    let services = [
-        "kinesis",
-        "cognito",
-        "cloudwatch",
-        "lambda",
-        "eventbridge",
-        "ecs",
-    ];
+    let services = Service::ALL.map(Service::name);
     while impaired.len() < services.len() && added.elapsed() < Duration::from_secs(180) {
         let s = fleet.status();
         let now = Instant::now();
         if first_failure.is_none()
-            && Fleet::frontends(&s)
+            && s.frontends
                 .iter()
-                .any(|f| f["shard_map"] == "unusable")
+                .any(|f| f.shard_map == MapState::Unusable)
         {
             first_failure = Some(now);
         }
-        for svc in s["services"].as_array().into_iter().flatten() {
-            let name = svc["name"].as_str().unwrap_or_default().to_owned();
-            if services.contains(&name.as_str()) && svc["health"] != "serving" {
-                impaired.entry(name).or_insert(now);
+        for svc in &s.services {
+            if services.contains(&svc.name.as_str()) && svc.health != Health::Serving {
+                impaired.entry(svc.name.clone()).or_insert(now);
             }
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -9,42 +9,20 @@
 use std::time::{Duration, Instant};
 
 use cascade_tests::Fleet;
+use cascade_tests::status::full_mesh;
 
-fn full_mesh(n: u64) -> (Duration, Duration, u64) {
+fn time_full_mesh(n: u64) -> (Duration, Duration, u64) {
     let limit = (n + 16).max(32);
     let start = Instant::now();
-    let fleet = Fleet::up(
-        &format!("scale{n}"),
-        &[
-            "--services",
-            "kinesis",
-            "--frontends",
-            &n.to_string(),
-            "--thread-limit",
-            &limit.to_string(),
-            "--time-scale",
-            "3600",
-        ],
-    );
+    let fleet = Fleet::kinesis(&format!("scale{n}"), n as usize, limit);
     let up = start.elapsed();
     let s = fleet.wait_status(
         &format!("{n} ready front-ends in a full mesh"),
         Duration::from_secs(120),
-        |s| {
-            let f = Fleet::frontends(s);
-            f.len() as u64 == n
-                && f.iter().all(|x| {
-                    x["shard_map"] == "ready"
-                        && x["peers_known"].as_u64() == Some(n - 1)
-                        && x["peer_threads"].as_u64() == Some(n - 1)
-                })
-        },
+        |s| full_mesh(s, n as usize),
     );
     let mesh = start.elapsed();
-    let threads: u64 = Fleet::frontends(&s)
-        .iter()
-        .filter_map(|f| f["peer_threads"].as_u64())
-        .sum();
+    let threads: u64 = s.frontends.iter().map(|f| u64::from(f.peer_threads)).sum();
     (up, mesh, threads)
 }
 
@@ -54,10 +32,10 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() { vec![100] } else { sizes };
-    let (_, base, _) = full_mesh(1);
+    let (_, base, _) = time_full_mesh(1);
     println!("baseline: 1 front-end ready in {:.2} s", base.as_secs_f64());
     for n in sizes {
-        let (up, mesh, threads) = full_mesh(n);
+        let (up, mesh, threads) = time_full_mesh(n);
         println!(
             "fleet_scale: {n} front-ends, {threads} peer threads: all SERVING after {:.2} s, full mesh after {:.2} s ({:.1}x the 1-front-end baseline)",
             up.as_secs_f64(),

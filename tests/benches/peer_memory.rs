@@ -7,8 +7,10 @@
 //!   cargo build --release --workspace --bins
 //!   cargo bench -p cascade-tests --bench peer_memory -- [N]     (default: 40)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cascade::state::MapState;
+use cascade_core::testkit::{eventually_async, holds};
 use cascade_proto::control::GetStatusRequest;
 use cascade_proto::control::control_client::ControlClient;
 use cascade_tests::procs::{self, Proc};
@@ -47,33 +49,32 @@ async fn measure(n: usize, mesh: bool) -> Sample {
         })
         .collect();
     let want = if mesh { n as u32 - 1 } else { 0 };
-    let until = Instant::now() + Duration::from_secs(120);
-    let mut peer_threads;
-    loop {
-        peer_threads = 0u64;
-        let mut ready = 0;
-        for fe in &fes {
-            let Ok(ch) = cascade_core::clients::connect(&fe.addr).await else {
-                continue;
-            };
-            if let Ok(s) = ControlClient::new(ch).get_status(GetStatusRequest {}).await
-                && let Some(f) = s.into_inner().frontend
-            {
-                peer_threads += u64::from(f.peer_threads);
-                if f.shard_map == "ready" && f.peer_threads == want {
-                    ready += 1;
+    let started = &fes;
+    let peer_threads = eventually_async(
+        &format!("{n} front-ends ready with {want} peer threads each"),
+        Duration::from_secs(120),
+        || async move {
+            let mut peer_threads = 0u64;
+            let mut ready = 0;
+            for fe in started {
+                let Ok(ch) = cascade_core::clients::connect(&fe.addr).await else {
+                    continue;
+                };
+                if let Ok(s) = ControlClient::new(ch).get_status(GetStatusRequest {}).await
+                    && let Some(f) = s.into_inner().frontend
+                {
+                    peer_threads += u64::from(f.peer_threads);
+                    if MapState::from_wire(&f.shard_map) == MapState::Ready
+                        && f.peer_threads == want
+                    {
+                        ready += 1;
+                    }
                 }
             }
-        }
-        if ready == n {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "fleet did not settle: {ready}/{n} ready"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            holds(ready == n, || format!("{ready}/{n} ready")).map(|()| peer_threads)
+        },
+    )
+    .await;
     // Let every stream exchange a few messages so buffers are in steady state.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_kib = fes.iter().map(|p| procs::rss_kib(p.child.id())).sum();

@@ -2,16 +2,25 @@
 //! `cascade` binary (which starts the real services under real kernel
 //! limits) in its own `CASCADE_HOME`, and a guard that takes everything down
 //! even when the test fails. Conditions are polled against deadlines; a
-//! failed wait prints what was last seen.
+//! failed wait prints what was last seen. Status, probes and reports are
+//! read through typed contracts (`status`, `probe`, `outputs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
+use cascade::home::SupervisorFile;
+use cascade::status::Status;
+pub use cascade_core::testkit::{eventually, holds};
 
+pub use crate::probe::ProbeReport;
+
+pub mod kinesis;
+pub mod outputs;
+pub mod probe;
 pub mod procs;
+pub mod status;
 
 /// Directory of the workspace's built binaries (`target/<profile>`).
 pub fn bin_dir() -> PathBuf {
@@ -33,25 +42,6 @@ pub fn bin_dir() -> PathBuf {
         );
     }
     dir
-}
-
-/// Polls `f` every 100 ms until it returns `Ok`, or panics after `deadline`
-/// with `what` and the last thing `f` saw.
-pub fn eventually<T>(
-    what: &str,
-    deadline: Duration,
-    mut f: impl FnMut() -> Result<T, String>,
-) -> T {
-    let until = Instant::now() + deadline;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= until => {
-                panic!("timed out after {deadline:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 /// Whether a process exists and is not a zombie.
@@ -89,6 +79,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// Waits until none of `pids` runs and no cgroup of run `run_id` is left;
 /// panics with what is still there.
 pub fn assert_gone(pids: &[u32], run_id: &str) {
+    assert!(!run_id.is_empty(), "an empty run id matches every cgroup");
     eventually(
         "every process of the run to be gone",
         Duration::from_secs(15),
@@ -152,8 +143,29 @@ impl Home {
     /// The supervisor pid from `supervisor.json`, if one is recorded.
     pub fn supervisor_pid(&self) -> Option<u32> {
         let text = std::fs::read_to_string(self.dir.join("supervisor.json")).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        v["pid"].as_u64().map(|p| p as u32)
+        let sup: SupervisorFile = serde_json::from_str(&text).ok()?;
+        Some(sup.pid)
+    }
+
+    /// `cascade status --json` against this home; panics with the output
+    /// (or the raw text) if it fails.
+    pub fn status(&self) -> Status {
+        self.try_status().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `cascade status --json` against this home, or why it could not be
+    /// had: the command's output, or the raw text that is not a `Status`.
+    pub fn try_status(&self) -> Result<Status, String> {
+        let out = self.run(&["status", "--json"]);
+        if !out.status.success() {
+            return Err(format!("cascade status failed:\n{}", describe(&out)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "status --json is not a Status ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 }
 
@@ -165,6 +177,45 @@ pub fn describe(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// `up` flags for a Kinesis-only fleet: `frontends` front-ends under
+/// `thread_limit` threads each, at 3600x (a learning delay of one incident
+/// hour passes in a wall second).
+pub fn kinesis_args(frontends: usize, thread_limit: u64) -> Vec<String> {
+    [
+        "--services",
+        "kinesis",
+        "--frontends",
+        &frontends.to_string(),
+        "--thread-limit",
+        &thread_limit.to_string(),
+        "--time-scale",
+        "3600",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A front-end's fixed non-peer threads on this machine, learned from a
+/// fleet of one (thread limit 64, no customer traffic) that is ready
+/// within `deadline`.
+pub fn learn_base_threads(tag: &str, deadline: Duration) -> u32 {
+    let mut args = kinesis_args(1, 64);
+    args.extend(["--traffic-rate".to_owned(), "0".to_owned()]);
+    let fleet = Fleet::up(tag, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let s = fleet.wait_status("one ready front-end", deadline, |s| status::full_mesh(s, 1));
+    s.frontends[0].base_threads
+}
+
+/// Waits until `child` exits; returns how it exited.
+pub fn wait_exit(child: &mut Child, what: &str, deadline: Duration) -> ExitStatus {
+    eventually(what, deadline, || {
+        child
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_owned())
+    })
 }
 
 /// A running fleet (`cascade up --detach`), taken down on drop.
@@ -184,10 +235,7 @@ impl Fleet {
         let mut all = vec!["up", "--detach"];
         all.extend_from_slice(args);
         let out = home.run(&all);
-        let fleet = Self {
-            home,
-            seen_pids: Default::default(),
-        };
+        let fleet = Self::watching(home);
         assert!(
             out.status.success(),
             "cascade up failed:\n{}",
@@ -196,23 +244,33 @@ impl Fleet {
         fleet
     }
 
-    /// `cascade status --json`.
-    pub fn status(&self) -> Value {
-        let out = self.home.run(&["status", "--json"]);
-        assert!(out.status.success(), "status failed:\n{}", describe(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
-        let mut seen = self.seen_pids.borrow_mut();
-        for f in v["frontends"].as_array().into_iter().flatten() {
-            if let Some(p) = f["pid"].as_u64() {
-                seen.push(p as u32);
-            }
+    /// A Kinesis-only fleet (see [`kinesis_args`]).
+    pub fn kinesis(tag: &str, frontends: usize, thread_limit: u64) -> Self {
+        let args = kinesis_args(frontends, thread_limit);
+        Self::up(tag, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The fleet of a supervisor started some other way in `home`; it is
+    /// taken down on drop all the same.
+    pub fn watching(home: Home) -> Self {
+        Self {
+            home,
+            seen_pids: Default::default(),
         }
-        for s in v["services"].as_array().into_iter().flatten() {
-            if let Some(p) = s["pid"].as_u64().filter(|p| *p > 0) {
-                seen.push(p as u32);
-            }
-        }
-        v
+    }
+
+    /// `cascade status --json`, or why it could not be had; remembers
+    /// every pid it names.
+    pub fn try_status(&self) -> Result<Status, String> {
+        let s = self.home.try_status()?;
+        self.seen_pids.borrow_mut().extend(status::pids(&s));
+        Ok(s)
+    }
+
+    /// `cascade status --json`, remembering its pids; panics with the
+    /// output (or the raw text) if it fails.
+    pub fn status(&self) -> Status {
+        self.try_status().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs a cascade command against this fleet.
@@ -236,31 +294,51 @@ impl Fleet {
         &self,
         what: &str,
         deadline: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        self.wait_until(what, deadline, |s| Ok(pred(s)))
+    }
+
+    /// Waits until `check` returns `Ok(true)` for the status. Its `Err` (a
+    /// gauge that is not there) is printed with the last status on timeout.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        deadline: Duration,
+        check: impl Fn(&Status) -> Result<bool, String>,
+    ) -> Status {
         eventually(what, deadline, || {
-            let s = self.status();
-            if pred(&s) {
-                Ok(s)
-            } else {
-                Err(serde_json::to_string_pretty(&s).unwrap_or_default())
+            let s = self.try_status()?;
+            match check(&s) {
+                Ok(true) => Ok(s),
+                Ok(false) => Err(status::pretty(&s)),
+                Err(e) => Err(format!("{e}\n{}", status::pretty(&s))),
             }
         })
     }
 
-    /// Front-end entries of the last status.
-    pub fn frontends(status: &Value) -> Vec<Value> {
-        status["frontends"].as_array().cloned().unwrap_or_default()
+    /// `cascade probe <svc> --count <count> --json` (each call's deadline 1 s).
+    pub fn probe(&self, svc: &str, count: u32) -> ProbeReport {
+        self.probe_args(svc, count, &[])
+    }
+
+    /// [`Fleet::probe`] with each call's deadline `deadline` (e.g. `500ms`).
+    pub fn probe_within(&self, svc: &str, count: u32, deadline: &str) -> ProbeReport {
+        self.probe_args(svc, count, &["--deadline", deadline])
+    }
+
+    fn probe_args(&self, svc: &str, count: u32, extra: &[&str]) -> ProbeReport {
+        let count = count.to_string();
+        let mut args = vec!["probe", svc, "--count", &count, "--json"];
+        args.extend_from_slice(extra);
+        let p = ProbeReport::parse(&self.ok(&args));
+        assert_eq!(p.service, svc, "the probe reports the service asked: {p:?}");
+        p
     }
 
     /// The run's cgroup id (`cascade-<run-id>`), from its run directory name.
     pub fn run_id(&self) -> String {
-        let s = self.status();
-        let dir = s["run_dir"].as_str().unwrap_or_default();
-        Path::new(dir)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        status::run_id(&self.status())
     }
 
     /// Asserts that no process and no cgroup of this run is left.

@@ -4,7 +4,9 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cascade_core::testkit::{eventually_async, holds};
 
 /// A started process, SIGKILLed on drop.
 #[derive(Debug)]
@@ -60,14 +62,12 @@ pub fn start_command(mut cmd: Command) -> Proc {
 
 /// Waits until `grpc.health.v1` at `addr` says SERVING.
 pub async fn wait_serving(addr: &str, deadline: Duration) {
-    let until = Instant::now() + deadline;
-    while !cascade_core::clients::is_serving(addr).await {
-        assert!(
-            Instant::now() < until,
-            "{addr} not SERVING within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(&format!("{addr} to be SERVING"), deadline, || async {
+        holds(cascade_core::clients::is_serving(addr).await, || {
+            "not SERVING".to_owned()
+        })
+    })
+    .await;
 }
 
 /// Resident memory of a process in KiB (VmRSS).

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use cascade::state::MapState;
 use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_client::KinesisClient;
+use cascade_tests::status::all_maps;
 use cascade_tests::{Fleet, Home, describe};
 
 fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> (tonic::Code, String) {
@@ -51,23 +53,9 @@ fn invalid_flags_are_refused_before_anything_starts() {
 
 #[test]
 fn bad_instances_and_rpc_fields_get_clear_errors() {
-    let fleet = Fleet::up(
-        "badrpc",
-        &[
-            "--services",
-            "kinesis",
-            "--frontends",
-            "2",
-            "--thread-limit",
-            "16",
-            "--time-scale",
-            "3600",
-        ],
-    );
+    let fleet = Fleet::kinesis("badrpc", 2, 16);
     let s = fleet.wait_status("2 ready", Duration::from_secs(20), |s| {
-        Fleet::frontends(s)
-            .iter()
-            .all(|f| f["shard_map"] == "ready")
+        all_maps(s, 2, MapState::Ready)
     });
     let out = fleet.run(&[
         "kinesis",
@@ -91,10 +79,7 @@ fn bad_instances_and_rpc_fields_get_clear_errors() {
         describe(&out)
     );
 
-    let addr = Fleet::frontends(&s)[0]["addr"]
-        .as_str()
-        .expect("addr")
-        .to_owned();
+    let addr = s.frontends[0].addr.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
         let mut c = KinesisClient::connect(format!("http://{addr}"))

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use cascade_tests::{Fleet, Home, eventually};
+use cascade::state::MapState;
+use cascade_tests::status::{all_maps, run_id};
+use cascade_tests::{Fleet, Home, eventually, kinesis_args, wait_exit};
 
 fn kill(pid: u32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -11,23 +13,9 @@ fn kill(pid: u32, sig: i32) {
 }
 
 fn started(tag: &str) -> (Fleet, String) {
-    let fleet = Fleet::up(
-        tag,
-        &[
-            "--services",
-            "kinesis",
-            "--frontends",
-            "3",
-            "--thread-limit",
-            "16",
-            "--time-scale",
-            "3600",
-        ],
-    );
+    let fleet = Fleet::kinesis(tag, 3, 16);
     fleet.wait_status("3 front-ends observed", Duration::from_secs(20), |s| {
-        Fleet::frontends(s)
-            .iter()
-            .all(|f| f["shard_map"] == "ready")
+        all_maps(s, 3, MapState::Ready)
     });
     let run_id = fleet.run_id();
     assert!(!fleet.seen_pids.borrow().is_empty());
@@ -55,26 +43,15 @@ fn sigkill_of_the_supervisor_takes_the_children_and_cgroups_with_it() {
 #[test]
 fn ctrl_c_of_a_foreground_up_stops_everything() {
     let home = Home::new("ctrlc");
+    let mut args = vec!["up".to_owned()];
+    args.extend(kinesis_args(2, 16));
     let mut child = home
-        .command(&[
-            "up",
-            "--services",
-            "kinesis",
-            "--frontends",
-            "2",
-            "--thread-limit",
-            "16",
-            "--time-scale",
-            "3600",
-        ])
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start cascade up");
-    let fleet = Fleet {
-        home,
-        seen_pids: Default::default(),
-    };
+    let fleet = Fleet::watching(home);
     let s = eventually(
         "the foreground fleet to be up",
         Duration::from_secs(30),
@@ -82,28 +59,20 @@ fn ctrl_c_of_a_foreground_up_stops_everything() {
             if fleet.home.supervisor_pid().is_none() {
                 return Err("no supervisor.json yet".into());
             }
-            let s = fleet.status();
-            if Fleet::frontends(&s).len() == 2 {
+            let s = fleet.try_status()?;
+            if s.frontends.len() == 2 {
                 Ok(s)
             } else {
-                Err(s.to_string())
+                Err(cascade_tests::status::pretty(&s))
             }
         },
     );
-    let run_id = std::path::Path::new(s["run_dir"].as_str().unwrap_or_default())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_id = run_id(&s);
     kill(child.id(), libc::SIGINT);
-    let status = eventually(
+    let status = wait_exit(
+        &mut child,
         "cascade up to exit after SIGINT",
         Duration::from_secs(20),
-        || {
-            child
-                .try_wait()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "still running".to_owned())
-        },
     );
     assert!(
         status.success(),

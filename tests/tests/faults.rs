@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use cascade_tests::{Fleet, describe, eventually};
-use serde_json::Value;
+use cascade::state::MapState;
+use cascade_tests::status::{all_serving, full_mesh, gauge_u64, pretty, try_gauge_u64};
+use cascade_tests::{Fleet, ProbeReport, describe, eventually, holds};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -27,29 +28,16 @@ fn up(tag: &str, services: &str) -> Fleet {
         ],
     );
     fleet.wait_status("every service serving and a full mesh", SETTLE, |s| {
-        s["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .all(|x| x["health"] == "serving")
-            && Fleet::frontends(s).iter().all(|f| {
-                f["shard_map"] == "ready" && f["peers_known"] == 2 && f["peer_threads"] == 2
-            })
+        all_serving(s) && full_mesh(s, 3)
     });
     fleet
 }
 
-fn probe(fleet: &Fleet, svc: &str, count: u32, deadline: &str) -> Value {
-    let out = fleet.ok(&[
-        "probe",
-        svc,
-        "--count",
-        &count.to_string(),
-        "--deadline",
-        deadline,
-        "--json",
-    ]);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("probe JSON: {e}: {out}"))
+/// Probes `svc` `count` times (2 s deadline each); every call must succeed.
+fn assert_serves(fleet: &Fleet, svc: &str, count: u32, why: &str) -> ProbeReport {
+    let p = fleet.probe_within(svc, count, "2s");
+    assert_eq!(p.ok, u64::from(count), "{svc}: {why}: {p:?}");
+    p
 }
 
 fn inject(fleet: &Fleet, args: &[&str]) -> String {
@@ -59,16 +47,10 @@ fn inject(fleet: &Fleet, args: &[&str]) -> String {
     out.split_whitespace().next().unwrap_or_default().to_owned()
 }
 
-fn f64_of(v: &Value, k: &str) -> f64 {
-    v[k].as_f64().unwrap_or(-1.0)
-}
-
 #[test]
 fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
     let fleet = up("grpc", "cognito");
-    let healthy = probe(&fleet, "cognito", 5, "2s");
-    assert_eq!(healthy["ok"], 5, "{healthy}");
-    let base_p50 = f64_of(&healthy, "p50_ms");
+    let base_p50 = assert_serves(&fleet, "cognito", 5, "healthy").p50_ms;
 
     // Latency: the configured delay shows in the probe, and goes away.
     let id = inject(
@@ -83,17 +65,16 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             "50ms",
         ],
     );
-    let p = probe(&fleet, "cognito", 5, "2s");
-    assert_eq!(p["ok"], 5, "{p}");
+    let p = assert_serves(&fleet, "cognito", 5, "slow but served");
     assert!(
-        f64_of(&p, "p50_ms") >= 300.0 && f64_of(&p, "p50_ms") < 300.0 + 50.0 + 250.0,
-        "latency 300ms+[0,50]ms: {p}"
+        p.p50_ms >= 300.0 && p.p50_ms < 300.0 + 50.0 + 250.0,
+        "latency 300ms+[0,50]ms: {p:?}"
     );
     fleet.ok(&["clear", &id]);
-    let p = probe(&fleet, "cognito", 5, "2s");
+    let p = fleet.probe_within("cognito", 5, "2s");
     assert!(
-        f64_of(&p, "p50_ms") < base_p50 + 150.0,
-        "latency gone after clear: {p}"
+        p.p50_ms < base_p50 + 150.0,
+        "latency gone after clear: {p:?}"
     );
 
     // Error code, every call.
@@ -107,8 +88,8 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             "RESOURCE_EXHAUSTED",
         ],
     );
-    let p = probe(&fleet, "cognito", 6, "2s");
-    assert_eq!(p["errors"]["RESOURCE_EXHAUSTED"], 6, "{p}");
+    let p = fleet.probe_within("cognito", 6, "2s");
+    assert_eq!(p.failed_with("RESOURCE_EXHAUSTED"), 6, "{p:?}");
     fleet.ok(&["clear", &id]);
     // Error rate: about half, reproducible with the seed.
     let id = inject(
@@ -125,34 +106,34 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             "7",
         ],
     );
-    let p = probe(&fleet, "cognito", 60, "2s");
-    let failed = p["errors"]["UNAVAILABLE"].as_u64().unwrap_or(0);
+    let p = fleet.probe_within("cognito", 60, "2s");
+    let failed = p.failed_with("UNAVAILABLE");
     assert!(
         (15..=45).contains(&failed),
-        "about half of 60 calls fail: {p}"
+        "about half of 60 calls fail: {p:?}"
     );
     fleet.ok(&["clear", &id]);
 
     // Hang: calls end at the caller's deadline.
     let id = inject(&fleet, &["hang", "--target", "cognito"]);
-    let p = probe(&fleet, "cognito", 3, "500ms");
-    assert_eq!(p["errors"]["DEADLINE_EXCEEDED"], 3, "{p}");
+    let p = fleet.probe_within("cognito", 3, "500ms");
+    assert_eq!(p.failed_with("DEADLINE_EXCEEDED"), 3, "{p:?}");
     assert!(
-        f64_of(&p, "p50_ms") >= 450.0 && f64_of(&p, "p50_ms") < 1500.0,
-        "ends at the 500 ms deadline: {p}"
+        p.p50_ms >= 450.0 && p.p50_ms < 1500.0,
+        "ends at the 500 ms deadline: {p:?}"
     );
     fleet.ok(&["clear", &id]);
-    assert_eq!(probe(&fleet, "cognito", 3, "2s")["ok"], 3);
+    assert_serves(&fleet, "cognito", 3, "hang cleared");
 
     // Blackhole: swallowed before the handler, never answered.
     let id = inject(
         &fleet,
         &["blackhole", "--target", "cognito", "--method", "SignIn"],
     );
-    let p = probe(&fleet, "cognito", 2, "500ms");
-    assert_eq!(p["errors"]["DEADLINE_EXCEEDED"], 2, "{p}");
+    let p = fleet.probe_within("cognito", 2, "500ms");
+    assert_eq!(p.failed_with("DEADLINE_EXCEEDED"), 2, "{p:?}");
     fleet.ok(&["clear", &id]);
-    assert_eq!(probe(&fleet, "cognito", 2, "2s")["ok"], 2);
+    assert_serves(&fleet, "cognito", 2, "blackhole cleared");
 
     // Expiry: a fault with a duration reverts itself.
     inject(
@@ -167,7 +148,7 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             "2s",
         ],
     );
-    assert_eq!(probe(&fleet, "cognito", 2, "2s")["ok"], 0);
+    assert_eq!(fleet.probe_within("cognito", 2, "2s").ok, 0);
     let listed = fleet.ok(&["faults"]);
     assert!(
         listed.contains("s left"),
@@ -181,30 +162,13 @@ fn grpc_faults_change_probes_and_revert_on_clear_and_expiry() {
             Err(l)
         }
     });
-    assert_eq!(
-        probe(&fleet, "cognito", 3, "2s")["ok"],
-        3,
-        "no effect after expiry"
-    );
+    assert_serves(&fleet, "cognito", 3, "no effect after expiry");
 }
 
 #[test]
 fn a_partition_cuts_only_the_flow_between_its_two_sides() {
     let fleet = up("partition", "cognito,cloudwatch,lambda");
-    let flushes = |f: &Fleet| -> u64 {
-        let s = f.status();
-        let lambda = s["services"]
-            .as_array()
-            .and_then(|v| v.iter().find(|x| x["name"] == "lambda"))
-            .cloned()
-            .unwrap_or_default();
-        lambda["instances"][0]["info"]["agent_flush_failures"]
-            .as_str()
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0)
-    };
-    let before = flushes(&fleet);
+    let before = gauge_u64(&fleet.status(), "lambda", "agent_flush_failures");
     let id = inject(
         &fleet,
         &[
@@ -215,87 +179,48 @@ fn a_partition_cuts_only_the_flow_between_its_two_sides() {
             "--one-way",
         ],
     );
-    eventually(
+    fleet.wait_until(
         "Lambda's metrics agent failing to reach CloudWatch",
         SETTLE,
-        || {
-            let n = flushes(&fleet);
-            if n > before + 2 {
-                Ok(())
-            } else {
-                Err(format!("agent_flush_failures {n}"))
-            }
-        },
+        |s| Ok(try_gauge_u64(s, "lambda", "agent_flush_failures")? > before + 2),
     );
     // Only that flow: customers still reach CloudWatch, Lambda and Cognito.
     for svc in ["cloudwatch", "lambda", "cognito"] {
-        let p = probe(&fleet, svc, 3, "2s");
-        assert_eq!(p["ok"], 3, "{svc} is reachable for customers: {p}");
+        assert_serves(&fleet, svc, 3, "reachable for customers");
     }
-    let flushed = |f: &Fleet| -> u64 { lambda_info(f, "agent_flushed_entries") };
-    let before_clear = flushed(&fleet);
+    let before_clear = gauge_u64(&fleet.status(), "lambda", "agent_flushed_entries");
     fleet.ok(&["clear", &id]);
-    eventually("the agent flushing to CloudWatch again", SETTLE, || {
-        let n = flushed(&fleet);
-        if n > before_clear {
-            Ok(())
-        } else {
-            Err(format!("agent_flushed_entries {n}"))
-        }
+    fleet.wait_until("the agent flushing to CloudWatch again", SETTLE, |s| {
+        Ok(try_gauge_u64(s, "lambda", "agent_flushed_entries")? > before_clear)
     });
-}
-
-fn lambda_info(f: &Fleet, key: &str) -> u64 {
-    let s = f.status();
-    let lambda = s["services"]
-        .as_array()
-        .and_then(|v| v.iter().find(|x| x["name"] == "lambda"))
-        .cloned()
-        .unwrap_or_default();
-    lambda["instances"][0]["info"][key]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0)
 }
 
 #[test]
 fn process_faults_pause_kill_and_restart() {
     let fleet = up("process", "cognito");
     let id = inject(&fleet, &["pause", "--target", "cognito"]);
-    let p = probe(&fleet, "cognito", 2, "500ms");
-    assert_eq!(p["ok"], 0, "a paused process answers nothing: {p}");
+    let p = fleet.probe_within("cognito", 2, "500ms");
+    assert_eq!(p.ok, 0, "a paused process answers nothing: {p:?}");
     fleet.ok(&["clear", &id]);
-    assert_eq!(
-        probe(&fleet, "cognito", 2, "2s")["ok"],
-        2,
-        "SIGCONT resumes it"
-    );
+    assert_serves(&fleet, "cognito", 2, "SIGCONT resumes it");
 
     let out = fleet.ok(&["inject", "kill", "--target", "cognito-0"]);
     assert!(out.contains("kill"), "{out}");
     fleet.wait_status("cognito unreachable after the kill", SETTLE, |s| {
-        s["services"]
-            .as_array()
-            .and_then(|v| v.iter().find(|x| x["name"] == "cognito"))
-            .is_some_and(|c| c["instances"][0]["reachable"] == false)
+        s.service("cognito")
+            .and_then(|c| c.instances.first())
+            .is_some_and(|i| !i.reachable)
     });
-    assert_eq!(probe(&fleet, "cognito", 2, "500ms")["ok"], 0);
+    assert_eq!(fleet.probe_within("cognito", 2, "500ms").ok, 0);
     fleet.ok(&["inject", "restart", "--target", "cognito"]);
-    assert_eq!(
-        probe(&fleet, "cognito", 2, "2s")["ok"],
-        2,
-        "restarted on the same address"
-    );
+    assert_serves(&fleet, "cognito", 2, "restarted on the same address");
 }
 
 #[test]
 fn lowering_a_frontends_thread_limit_fails_its_next_rebuild() {
     let fleet = up("tlimit", "kinesis");
     let s = fleet.status();
-    let base = Fleet::frontends(&s)[0]["base_threads"]
-        .as_u64()
-        .expect("base");
+    let base = u64::from(s.frontends[0].base_threads);
     // fe-0 holds base + 2 peers; allow exactly that, so the next peer is refused.
     inject(
         &fleet,
@@ -312,24 +237,26 @@ fn lowering_a_frontends_thread_limit_fails_its_next_rebuild() {
         "kinesis-frontend-0 unusable, the others ready",
         SETTLE,
         |s| {
-            let f = Fleet::frontends(s);
+            let f = &s.frontends;
             f.len() == 4
-                && f[0]["shard_map"] == "unusable"
+                && f[0].shard_map == MapState::Unusable
                 && f[1..]
                     .iter()
-                    .all(|x| x["shard_map"] == "ready" && x["peers_known"] == 3)
+                    .all(|x| x.shard_map == MapState::Ready && x.peers_known == 3)
         },
     );
     assert_eq!(
-        Fleet::frontends(&s)[0]["thread_limit"].as_u64(),
+        s.frontends[0].thread_limit,
         Some(base + 2),
-        "{s}"
+        "{}",
+        pretty(&s)
     );
     fleet.ok(&["clear"]);
-    let s = fleet.wait_status("the original limit restored", SETTLE, |s| {
-        Fleet::frontends(s)[0]["thread_limit"].as_u64() == Some(32)
+    fleet.wait_status("the original limit restored", SETTLE, |s| {
+        s.frontends
+            .first()
+            .is_some_and(|f| f.thread_limit == Some(32))
     });
-    drop(s);
 }
 
 #[test]
@@ -340,9 +267,8 @@ fn no_fault_survives_down() {
         &fleet,
         &["latency", "--target", "kinesis-backend", "--latency", "1s"],
     );
+    // Reading the run id records every pid of the run for the leak check.
     let run_id = fleet.run_id();
-    let s = fleet.status();
-    drop(s);
     let out = fleet.run(&["down"]);
     assert!(out.status.success(), "{}", describe(&out));
     fleet.assert_nothing_left(&run_id);
@@ -417,18 +343,21 @@ fn bad_fault_input_is_refused_and_changes_nothing() {
     }
     let listed = fleet.ok(&["faults"]);
     assert!(listed.contains("no active faults"), "{listed}");
-    assert_eq!(probe(&fleet, "cognito", 3, "2s")["ok"], 3);
+    assert_serves(&fleet, "cognito", 3, "bad input changed nothing");
 }
 
 #[test]
 fn thread_and_memory_hogs_take_real_resources_until_cleared() {
     let fleet = up("hogs", "cloudwatch,lambda");
-    let threads = |f: &Fleet| {
-        Fleet::frontends(&f.status())[0]["threads"]
-            .as_u64()
-            .unwrap_or(0)
+    // Threads of kinesis-frontend-0, the first front-end listed.
+    let threads = |f: &Fleet| -> Result<u32, String> {
+        let s = f.try_status()?;
+        s.frontends
+            .first()
+            .map(|x| x.threads)
+            .ok_or_else(|| format!("no front-end listed:\n{}", pretty(&s)))
     };
-    let before = threads(&fleet);
+    let before = threads(&fleet).unwrap_or_else(|e| panic!("{e}"));
     let id = inject(
         &fleet,
         &[
@@ -440,21 +369,13 @@ fn thread_and_memory_hogs_take_real_resources_until_cleared() {
         ],
     );
     eventually("five more threads in kinesis-frontend-0", SETTLE, || {
-        let n = threads(&fleet);
-        if n == before + 5 {
-            Ok(())
-        } else {
-            Err(format!("{n} threads, was {before}"))
-        }
+        let n = threads(&fleet)?;
+        holds(n == before + 5, || format!("{n} threads, was {before}"))
     });
     fleet.ok(&["clear", &id]);
     eventually("the hog's threads gone", SETTLE, || {
-        let n = threads(&fleet);
-        if n == before {
-            Ok(())
-        } else {
-            Err(format!("{n} threads, was {before}"))
-        }
+        let n = threads(&fleet)?;
+        holds(n == before, || format!("{n} threads, was {before}"))
     });
 
     // Lambda's default host model: 8 MiB, 2 MiB per invocation.
@@ -462,17 +383,14 @@ fn thread_and_memory_hogs_take_real_resources_until_cleared() {
         &fleet,
         &["memory-hog", "--target", "lambda", "--bytes", "7340032"],
     );
-    let p = probe(&fleet, "lambda", 3, "2s");
+    let p = fleet.probe_within("lambda", 3, "2s");
     assert_eq!(
-        p["errors"]["RESOURCE_EXHAUSTED"], 3,
-        "invocations crowded out by the hog: {p}"
+        p.failed_with("RESOURCE_EXHAUSTED"),
+        3,
+        "invocations crowded out by the hog: {p:?}"
     );
     fleet.ok(&["clear", &id]);
-    assert_eq!(
-        probe(&fleet, "lambda", 3, "2s")["ok"],
-        3,
-        "memory back after clear"
-    );
+    assert_serves(&fleet, "lambda", 3, "memory back after clear");
     let refused = fleet.run(&[
         "inject",
         "memory-hog",

@@ -2,11 +2,16 @@
 //! judges its expectations, and leaves a journal and a report, even when
 //! interrupted. The exit code is 0 only when every expectation held.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cascade_tests::{Home, describe, eventually};
-use serde_json::Value;
+use cascade::engine::compare::{CompareDoc, VariantResult};
+use cascade::engine::journal::JournalEntry;
+use cascade::engine::report::{EventKind, Report, ServiceImpact};
+use cascade::state::Verdict;
+use cascade_tests::outputs::{journal, report, try_compare, try_journal};
+use cascade_tests::status::run_id;
+use cascade_tests::{Home, describe, eventually, wait_exit};
 
 fn write(home: &Home, name: &str, text: &str) -> String {
     let p = home.dir.join(name);
@@ -44,9 +49,24 @@ service = "kinesis"
 is = "impaired"
 "#;
 
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report.json"))
-        .expect("json")
+/// Runs `cascade run <file> --report <dir> --quiet [extra]` in `home`.
+fn run(home: &Home, file: &str, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        file,
+        "--report",
+        dir.to_str().expect("utf-8"),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    home.run(&args)
+}
+
+/// Whether the last journal entry is the verdict `verdict`.
+fn ends_with_verdict(dir: &Path, verdict: Verdict) -> bool {
+    journal(dir)
+        .last()
+        .is_some_and(|e| e.kind == EventKind::Verdict && e.detail.contains(verdict.as_str()))
 }
 
 #[test]
@@ -54,40 +74,27 @@ fn a_scenario_whose_expectations_hold_passes_with_a_journal_and_report() {
     let home = Home::new("runpass");
     let file = write(&home, "tip.toml", TIP);
     let dir = home.dir.join("report");
-    let out = home.run(&[
-        "run",
-        &file,
-        "--report",
-        dir.to_str().expect("utf-8"),
-        "--quiet",
-    ]);
+    let out = run(&home, &file, &dir, &[]);
     assert!(out.status.success(), "{}", describe(&out));
     let r = report(&dir);
-    assert_eq!(r["verdict"], "pass", "{r}");
+    assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
     assert!(
-        r["expectations"]
-            .as_array()
-            .is_some_and(|x| x.len() == 2 && x.iter().all(|e| e["held"] == true)),
-        "{r}"
+        r.expectations.len() == 2 && r.expectations.iter().all(|e| e.held),
+        "{:?}",
+        r.expectations
     );
+    assert!(impaired_at(&r, "kinesis").is_some(), "{:?}", r.services);
+    // Every line is a journal entry, and the last is the verdict.
     assert!(
-        r["services"]["kinesis"]["impaired_at_s"].as_f64().is_some(),
-        "{r}"
+        ends_with_verdict(&dir, Verdict::Pass),
+        "{:?}",
+        journal(&dir)
     );
-    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).expect("journal");
-    assert!(
-        journal
-            .lines()
-            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
-        "every line is JSON"
-    );
-    assert!(
-        journal
-            .lines()
-            .last()
-            .is_some_and(|l| l.contains("\"verdict\"")),
-        "{journal}"
-    );
+}
+
+/// When service `svc` was first impaired in a report, if it was.
+fn impaired_at(r: &Report, svc: &str) -> Option<f64> {
+    r.services.get(svc).and_then(|x| x.impaired_at_s)
 }
 
 #[test]
@@ -99,28 +106,21 @@ fn a_false_expectation_fails_the_run_with_a_nonzero_exit() {
     );
     let file = write(&home, "no-tip.toml", &text);
     let dir = home.dir.join("report");
-    let out = home.run(&[
-        "run",
-        &file,
-        "--report",
-        dir.to_str().expect("utf-8"),
-        "--quiet",
-    ]);
+    let out = run(&home, &file, &dir, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let r = report(&dir);
-    assert_eq!(r["verdict"], "fail", "{r}");
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
     assert!(
-        r["expectations"]
-            .as_array()
-            .is_some_and(|x| x.iter().all(|e| e["held"] == false)),
-        "{r}"
+        !r.expectations.is_empty() && r.expectations.iter().all(|e| !e.held),
+        "{:?}",
+        r.expectations
     );
 }
 
 /// A `cascade run` in progress, with what its leak check needs.
 struct LongRun {
     child: std::process::Child,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     pids: Vec<u32>,
     run_id: String,
 }
@@ -150,21 +150,14 @@ fn start_long_run(home: &Home, text: &str) -> LongRun {
             .supervisor_pid()
             .ok_or_else(|| "no supervisor.json yet".to_owned())
     });
-    let status: Value = {
-        let out = sup_home.run(&["status", "--json"]);
-        serde_json::from_slice(&out.stdout).expect("status")
-    };
-    let pids = status["frontends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["pid"].as_u64().map(|p| p as u32))
+    let status = sup_home.status();
+    let pids = status
+        .frontends
+        .iter()
+        .map(|f| f.pid)
         .chain(std::iter::once(pid))
         .collect();
-    let run_id = Path::new(status["run_dir"].as_str().unwrap_or_default())
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_id = run_id(&status);
     LongRun {
         child,
         dir,
@@ -188,46 +181,34 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
         pids,
         run_id,
     } = start_long_run(&home, &text);
+    let paused =
+        |entries: &[JournalEntry]| entries.iter().any(|e| e.detail.contains("inject pause"));
     eventually("the pause fault in force", Duration::from_secs(30), || {
-        let j = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
-        if j.contains("inject pause") {
+        let entries = try_journal(&dir)?;
+        if paused(&entries) {
             Ok(())
         } else {
-            Err(j)
+            Err(format!("{entries:#?}"))
         }
     });
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let exit = eventually(
+    let exit = wait_exit(
+        &mut child,
         "cascade run to stop after Ctrl-C",
         Duration::from_secs(60),
-        || {
-            child
-                .try_wait()
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "still running".to_owned())
-        },
     );
     assert_eq!(exit.code(), Some(130), "an interrupted run exits 130");
-    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).expect("journal");
+    let entries = journal(&dir);
     assert!(
-        journal
-            .lines()
-            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
-        "{journal}"
+        entries.iter().any(|e| e.kind == EventKind::Interrupted)
+            && ends_with_verdict(&dir, Verdict::Aborted),
+        "{entries:#?}"
     );
+    assert_eq!(report(&dir).verdict, Verdict::Aborted);
     assert!(
-        journal.contains("\"interrupted\"")
-            && journal
-                .lines()
-                .last()
-                .is_some_and(|l| l.contains("aborted")),
-        "{journal}"
-    );
-    assert_eq!(report(&dir)["verdict"], "aborted");
-    assert!(
-        journal.contains("inject pause"),
-        "the pause fault was in force when Ctrl-C came: {journal}"
+        paused(&entries),
+        "the pause fault was in force when Ctrl-C came: {entries:#?}"
     );
     // The paused front-end (SIGSTOP) is gone with the rest: no process, no
     // cgroup, so no fault of any kind is left applied.
@@ -251,8 +232,9 @@ fn a_killed_run_leaves_nothing_running() {
     cascade_tests::assert_gone(&pids, &run_id);
 }
 
-/// Runs `cascade compare` and returns (exit code, compare.json, stdout).
-fn compare(home: &Home, scenario: &str, variants: &str) -> (Option<i32>, Value, String) {
+/// Runs `cascade compare`, which must exit 0; returns compare.json and the
+/// command's output.
+fn compare(home: &Home, scenario: &str, variants: &str) -> (CompareDoc, String) {
     let dir = home.dir.join("compare");
     let out = home.run(&[
         "compare",
@@ -262,11 +244,30 @@ fn compare(home: &Home, scenario: &str, variants: &str) -> (Option<i32>, Value, 
         "--report",
         dir.to_str().expect("utf-8"),
     ]);
-    let doc = std::fs::read(dir.join("compare.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
-    (out.status.code(), doc, describe(&out))
+    let described = describe(&out);
+    assert_eq!(out.status.code(), Some(0), "{described}");
+    let doc = try_compare(&dir).unwrap_or_else(|e| panic!("{e}\n{described}"));
+    (doc, described)
+}
+
+/// Variant `name`'s result in a compare.json; panics naming the variants there.
+fn variant<'a>(doc: &'a CompareDoc, name: &str) -> &'a VariantResult {
+    doc.variants.get(name).unwrap_or_else(|| {
+        panic!(
+            "no variant {name} in compare.json; it has {:?}",
+            doc.variants.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Service `svc`'s impact in a variant; panics naming the services there.
+fn impact<'a>(v: &'a VariantResult, svc: &str) -> &'a ServiceImpact {
+    v.services.get(svc).unwrap_or_else(|| {
+        panic!(
+            "the variant reports no service {svc}; it has {:?}",
+            v.services.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 /// The shipped postmortem end to end, and the Cognito remediation beside it:
@@ -275,31 +276,27 @@ fn compare(home: &Home, scenario: &str, variants: &str) -> (Option<i32>, Value, 
 #[test]
 fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
     let home = Home::new("nov25");
-    let (code, doc, out) = compare(&home, "nov-25-2020", "baseline,cognito-fix");
-    assert_eq!(code, Some(0), "{out}");
-    let base = &doc["variants"]["baseline"];
-    let fixed = &doc["variants"]["cognito-fix"];
+    let (doc, out) = compare(&home, "nov-25-2020", "baseline,cognito-fix");
+    let base = variant(&doc, "baseline");
+    let fixed = variant(&doc, "cognito-fix");
     assert_eq!(
-        base["verdict"], "pass",
-        "baseline must pass end to end: {out}\nexpectations: {}",
-        base["expectations"]
+        base.verdict,
+        Verdict::Pass,
+        "baseline must pass end to end: {out}\nexpectations: {:#?}",
+        base.expectations
     );
     assert!(
-        base["services"]["cognito"]["impaired_at_s"]
-            .as_f64()
-            .is_some(),
-        "baseline impairs Cognito: {doc}"
+        impact(base, "cognito").impaired_at_s.is_some(),
+        "baseline impairs Cognito: {doc:#?}"
     );
     assert!(
-        fixed["services"]["cognito"]["impaired_at_s"].is_null(),
-        "cognito-fix keeps Cognito unimpaired: {}",
-        fixed["services"]["cognito"]
+        impact(fixed, "cognito").impaired_at_s.is_none(),
+        "cognito-fix keeps Cognito unimpaired: {:?}",
+        impact(fixed, "cognito")
     );
     assert!(
-        fixed["services"]["kinesis"]["impaired_at_s"]
-            .as_f64()
-            .is_some(),
-        "Kinesis still fails with cognito-fix (it fixes Cognito only): {doc}"
+        impact(fixed, "kinesis").impaired_at_s.is_some(),
+        "Kinesis still fails with cognito-fix (it fixes Cognito only): {doc:#?}"
     );
     assert!(
         out.contains("blast radius") && out.contains("cognito-fix"),
@@ -320,42 +317,32 @@ fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
 #[test]
 fn fast_restart_stalls_and_metadata_bootstrap_removes_the_hazard() {
     let home = Home::new("fastrestart");
-    let (code, doc, out) = compare(&home, "fast-restart", "baseline,metadata-bootstrap");
-    assert_eq!(code, Some(0), "{out}");
-    let base = &doc["variants"]["baseline"];
+    let (doc, out) = compare(&home, "fast-restart", "baseline,metadata-bootstrap");
+    let base = variant(&doc, "baseline");
     assert_eq!(
-        base["verdict"], "pass",
-        "fast-restart's expectations (removals, stalled recovery) hold: {out}\n{doc}"
+        base.verdict,
+        Verdict::Pass,
+        "fast-restart's expectations (removals, stalled recovery) hold: {out}\n{doc:#?}"
     );
-    let fixed = &doc["variants"]["metadata-bootstrap"];
+    let fixed = variant(&doc, "metadata-bootstrap");
     assert!(
-        fixed["expectations"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|e| e["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("recovery stalls"))
-                && e["held"] == false),
-        "with metadata-store bootstrap the fleet does not stall: {}",
-        fixed["expectations"]
+        fixed
+            .expectations
+            .iter()
+            .any(|e| e.name.starts_with("recovery stalls") && !e.held),
+        "with metadata-store bootstrap the fleet does not stall: {:#?}",
+        fixed.expectations
     );
     assert!(
-        fixed["services"]["kinesis"]["recovered_at_s"]
-            .as_f64()
-            .is_some(),
-        "with metadata-store bootstrap Kinesis recovers after the same restart: {doc}"
+        impact(fixed, "kinesis").recovered_at_s.is_some(),
+        "with metadata-store bootstrap Kinesis recovers after the same restart: {doc:#?}"
     );
-    let journal = std::fs::read_to_string(
-        home.dir
-            .join("compare")
-            .join("metadata-bootstrap")
-            .join("journal.jsonl"),
-    )
-    .expect("journal");
+    let entries = journal(&home.dir.join("compare").join("metadata-bootstrap"));
     assert!(
-        !journal.contains("judged unhealthy: removed"),
-        "no front-end is judged unhealthy with metadata-store bootstrap: {journal}"
+        !entries
+            .iter()
+            .any(|e| e.detail.contains("judged unhealthy: removed")),
+        "no front-end is judged unhealthy with metadata-store bootstrap: {entries:#?}"
     );
 }
 
@@ -379,24 +366,14 @@ fn the_same_seed_gives_the_same_impaired_services_in_the_same_order() {
     let mut runs = Vec::new();
     for n in 0..2 {
         let dir = home.dir.join(format!("run{n}"));
-        let out = home.run(&[
-            "run",
-            &file,
-            "--seed",
-            "42",
-            "--report",
-            dir.to_str().expect("utf-8"),
-            "--quiet",
-        ]);
+        let out = run(&home, &file, &dir, &["--seed", "42"]);
         assert!(out.status.code().is_some(), "{}", describe(&out));
         runs.push(report(&dir));
     }
-    let impaired = |r: &Value| -> Vec<(String, f64)> {
-        r["services"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.clone(), v["impaired_at_s"].as_f64()?)))
+    let impaired = |r: &Report| -> Vec<(String, f64)> {
+        r.services
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.impaired_at_s?)))
             .collect()
     };
     let (a, b) = (impaired(&runs[0]), impaired(&runs[1]));
@@ -405,7 +382,7 @@ fn the_same_seed_gives_the_same_impaired_services_in_the_same_order() {
         n.sort();
         n
     };
-    assert_eq!(runs[0]["seed"], 42);
+    assert_eq!(runs[0].seed, 42);
     assert_eq!(
         names(&a),
         names(&b),

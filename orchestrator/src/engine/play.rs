@@ -200,9 +200,9 @@ impl Runner {
                 self.verdict = Verdict::Aborted;
                 break;
             }
-            for (i, (held, detail)) in
-                judge.observe(&st, &self.seen, self.journal.started.elapsed())
-            {
+            let now = self.journal.started.elapsed();
+            self.fidelity.observe(&st, &self.seen, now);
+            for (i, (held, detail)) in judge.observe(&st, &self.seen, now) {
                 let kind = if held {
                     EventKind::ExpectHeld
                 } else {
@@ -248,9 +248,12 @@ impl Runner {
                     Ok(d) => self
                         .journal
                         .log(EventKind::Step, format!("{description} -> {d}")),
-                    Err(e) => self
-                        .journal
-                        .log(EventKind::StepFailed, format!("{description}: {e}")),
+                    Err(e) => {
+                        let t = self.journal.elapsed_s();
+                        self.cascade.step_failed(&description, &e, t);
+                        self.journal
+                            .log(EventKind::StepFailed, format!("{description}: {e}"));
+                    }
                 }
             }
             StepEvent::Progress(p) => self.journal.log(EventKind::Restart, p),

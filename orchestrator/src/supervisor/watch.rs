@@ -250,8 +250,9 @@ impl Supervisor {
         }
     }
 
-    fn deadline_ms(&self) -> f64 {
-        self.args.topology.traffic_deadline.as_secs_f64() * 1000.0
+    /// The latency budget of one customer call to `svc`, in ms.
+    fn budget_ms(&self, svc: Service) -> f64 {
+        traffic::latency_budget(svc, self.args.topology.traffic_deadline).as_secs_f64() * 1000.0
     }
 
     /// Kinesis as customers see it; without calls to judge by, only failed
@@ -269,7 +270,7 @@ impl Supervisor {
         let maps = format!("{ready}/{} shard-maps ready", main.len());
         let failed = main.iter().filter(|f| f.shard_map.is_failed()).count();
         let traffic = self.recorder.window(Service::Kinesis, HEALTH_WINDOW_SECS);
-        let (health, detail) = match judge(&traffic, self.deadline_ms()) {
+        let (health, detail) = match judge(&traffic, self.budget_ms(Service::Kinesis)) {
             Some((h, d)) => (h, format!("{d}; {maps}")),
             None if main.is_empty() => (Health::Down, "no front-ends".to_owned()),
             None if failed == 0 => (Health::Serving, maps),
@@ -303,7 +304,7 @@ impl Supervisor {
             .collect();
         let up = instances.iter().filter(|i| i.reachable).count();
         let traffic = self.recorder.window(svc, HEALTH_WINDOW_SECS);
-        let (health, detail) = match judge(&traffic, self.deadline_ms()) {
+        let (health, detail) = match judge(&traffic, self.budget_ms(svc)) {
             Some(hd) => hd,
             None if instances.is_empty() => (Health::Down, "not started".to_owned()),
             None if up == instances.len() => {

@@ -384,7 +384,8 @@ pub async fn run_flusher<S: AccessLogSink>(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
-    use std::time::Instant;
+
+    use cascade_core::testkit::{eventually_async, holds};
 
     use super::*;
 
@@ -410,13 +411,18 @@ mod tests {
         (format!("k{i}"), vec![b'x'; 1000])
     }
 
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    /// Waits up to a second until the buffer's stats satisfy `pred`; a
+    /// timeout prints the last stats.
+    async fn until_stats(
+        what: &str,
+        buffer: &AccessLogBuffer,
+        pred: impl Fn(&BufferStats) -> bool,
+    ) {
+        eventually_async(what, Duration::from_secs(1), || {
+            let s = buffer.stats();
+            std::future::ready(holds(pred(&s), || format!("{s:?}")))
+        })
+        .await;
     }
 
     /// Fills a 4096-byte buffer with four 1000-byte records.
@@ -441,10 +447,7 @@ mod tests {
             let (k, d) = record(99);
             b.append(k, d).await
         });
-        eventually("one blocked handler", || {
-            buffer.stats().blocked_handlers == 1
-        })
-        .await;
+        until_stats("one blocked handler", &buffer, |s| s.blocked_handlers == 1).await;
 
         // Kinesis is down: the flush fails, the records stay, the handler stays blocked.
         assert!(buffer.flush_once(&sink, 2).await.is_err());
@@ -499,10 +502,7 @@ mod tests {
             let (k, d) = record(7);
             b.append(k, d).await
         });
-        eventually("one blocked handler", || {
-            buffer.stats().blocked_handlers == 1
-        })
-        .await;
+        until_stats("one blocked handler", &buffer, |s| s.blocked_handlers == 1).await;
         buffer.set_mode(Mode::Fixed);
         let r = tokio::time::timeout(Duration::from_secs(1), handler).await;
         assert!(matches!(r, Ok(Ok(Appended::Shed))), "{r:?}");
@@ -516,10 +516,7 @@ mod tests {
             let (k, d) = record(8);
             b.append(k, d).await
         });
-        eventually("one blocked handler", || {
-            buffer.stats().blocked_handlers == 1
-        })
-        .await;
+        until_stats("one blocked handler", &buffer, |s| s.blocked_handlers == 1).await;
         assert_eq!(buffer.set_capacity(8192).ok(), Some(8192));
         let r = tokio::time::timeout(Duration::from_secs(1), handler).await;
         assert!(matches!(r, Ok(Ok(Appended::Buffered))), "{r:?}");
@@ -547,10 +544,10 @@ mod tests {
             3,
             shutdown.clone(),
         ));
-        eventually("a failed flush", || buffer.stats().flush_failures > 0).await;
+        until_stats("a failed flush", &buffer, |s| s.flush_failures > 0).await;
         assert_eq!(buffer.stats().records, 4);
         sink.down.store(false, Ordering::Relaxed);
-        eventually("an empty buffer", || buffer.stats().records == 0).await;
+        until_stats("an empty buffer", &buffer, |s| s.records == 0).await;
         let accepted = sink.accepted.lock().len();
         assert_eq!(accepted, 4);
         shutdown.cancel();

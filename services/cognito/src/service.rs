@@ -358,7 +358,7 @@ impl StatusSource for CognitoService {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use cascade_core::testkit::{eventually_async, holds};
 
     use super::*;
     use crate::access_log::{AccessLogSink, MIN_CAPACITY};
@@ -384,14 +384,6 @@ mod tests {
 
     fn info(svc: &CognitoService, key: &str) -> String {
         svc.status().info.get(key).cloned().unwrap_or_default()
-    }
-
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !f() {
-            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// A sink that accepts everything.
@@ -493,8 +485,11 @@ mod tests {
                 .await
                 .map(|_| ())
         });
-        eventually("a blocked handler", || {
-            info(&svc, "blocked_handlers") == "1"
+        eventually_async("a blocked handler", Duration::from_secs(1), || {
+            let blocked = info(&svc, "blocked_handlers");
+            std::future::ready(holds(blocked == "1", || {
+                format!("blocked_handlers {blocked:?}")
+            }))
         })
         .await;
         assert_eq!(svc.in_flight(), 1);
@@ -573,8 +568,9 @@ mod tests {
                 .await
                 .map(|_| ())
         });
-        eventually("a blocked handler", || {
-            info(&svc, "blocked_handlers") == "1"
+        eventually_async("a blocked handler", Duration::from_secs(1), || {
+            let n = info(&svc, "blocked_handlers");
+            async move { holds(n == "1", || format!("blocked_handlers {n}")) }
         })
         .await;
         let cause = info(&svc, "cause");

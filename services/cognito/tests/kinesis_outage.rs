@@ -3,8 +3,9 @@
 //! only front-end goes away, the buffer fills and (bug mode) sign-ins hit the
 //! client's deadline, while fixed mode keeps serving.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cascade_core::testkit::{eventually_async, holds};
 use cascade_proto::cognito as pb;
 use cascade_proto::cognito::cognito_client::CognitoClient;
 use cascade_proto::control::control_client::ControlClient;
@@ -85,46 +86,42 @@ async fn a_kinesis_outage_blocks_sign_ins_in_bug_mode_only() {
     .config;
     tokio::spawn(cognito::run(cl, c, cognito_stop.clone()));
 
-    let mut client = CognitoClient::new(channel(&cognito_addr).await);
+    let client = CognitoClient::new(channel(&cognito_addr).await);
     let mut control = ControlClient::new(channel(&cognito_addr).await);
 
     // Healthy: sign-ins succeed and their records reach Kinesis.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = client.sign_in(sign_in_req()).await.is_ok();
-        let flushed: u64 = info(&mut control, "flushed_records")
-            .await
-            .parse()
-            .unwrap_or(0);
-        if ok && flushed > 0 {
-            break;
+    eventually_async("a flushed sign-in", Duration::from_secs(10), || {
+        let (mut client, mut control) = (client.clone(), control.clone());
+        async move {
+            let ok = client.sign_in(sign_in_req()).await.is_ok();
+            let flushed = info(&mut control, "flushed_records").await;
+            holds(ok && flushed.parse::<u64>().is_ok_and(|n| n > 0), || {
+                format!("ok={ok} flushed_records={flushed:?}")
+            })
         }
-        assert!(
-            Instant::now() < deadline,
-            "no flushed sign-in; last ok={ok} flushed={flushed}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 
     // The only front-end goes away: flushes fail, the buffer fills, sign-ins block.
     frontend_stop.cancel();
     let _ = frontend.await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let last = loop {
-        let r = client.sign_in(sign_in_req()).await;
-        if let Err(s) = &r
-            && matches!(
-                s.code(),
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            )
-        {
-            break s.code();
+    let last = eventually_async("a blocked sign-in", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            match client.sign_in(sign_in_req()).await {
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    ) =>
+                {
+                    Ok(s.code())
+                }
+                r => Err(format!("{r:?}")),
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "sign-ins never blocked; last {r:?}"
-        );
-    };
+    })
+    .await;
     assert!(
         info(&mut control, "flush_failures")
             .await
@@ -140,19 +137,22 @@ async fn a_kinesis_outage_blocks_sign_ins_in_bug_mode_only() {
         r.set_timeout(Duration::from_secs(5));
         waiting.sign_in(r).await
     });
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let cause = loop {
-        let cause = info(&mut control, "cause").await;
-        if !cause.is_empty() || Instant::now() >= deadline {
-            break cause;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(
-        cause.starts_with("handlers blocked on the access-log buffer")
-            && cause.contains("last flush: Kinesis PutRecords"),
-        "{cause:?}"
-    );
+    eventually_async(
+        "a cause naming Kinesis while a handler is blocked",
+        Duration::from_secs(4),
+        || {
+            let mut control = control.clone();
+            async move {
+                let cause = info(&mut control, "cause").await;
+                holds(
+                    cause.starts_with("handlers blocked on the access-log buffer")
+                        && cause.contains("last flush: Kinesis PutRecords"),
+                    || format!("cause {cause:?}"),
+                )
+            }
+        },
+    )
+    .await;
     held.abort();
 
     // The remediation, live: fixed mode sheds and serves.
@@ -163,10 +163,21 @@ async fn a_kinesis_outage_blocks_sign_ins_in_bug_mode_only() {
         })
         .await
         .expect("configure mode");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while client.sign_in(sign_in_req()).await.is_err() {
-        assert!(Instant::now() < deadline, "fixed mode never served");
-    }
+    eventually_async(
+        "fixed mode to serve a sign-in",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .sign_in(sign_in_req())
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{s:?}"))
+            }
+        },
+    )
+    .await;
     assert!(
         info(&mut control, "shed_records")
             .await

@@ -2,8 +2,9 @@
 //! reflection, Control), the fault layer, one error mapping, telemetry,
 //! shutdown, start-up retry and loop ticks, the fixed thread budget, kernel
 //! thread-limit enforcement, shared flag parsers and ids, the Kinesis
-//! key-space helpers both Kinesis tiers agree on, and the upstream names and
-//! cause chains every service reports as evidence of the cascade.
+//! key-space helpers both Kinesis tiers agree on, the upstream names and
+//! cause chains every service reports as evidence of the cascade, and the
+//! tests' one wait.
 
 pub mod binary;
 pub mod clients;
@@ -19,6 +20,7 @@ pub mod runtime;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testkit;
 pub mod threadlimit;
 pub mod ticker;
 

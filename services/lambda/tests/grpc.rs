@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cascade_core::testkit::eventually_async;
 use cascade_proto::cloudwatch as cw;
 use cascade_proto::cloudwatch::cloud_watch_server::{CloudWatch, CloudWatchServer};
 use cascade_proto::control::control_client::ControlClient;
@@ -83,24 +84,6 @@ async fn start_cloudwatch(fake: FakeCloudWatch, token: CancellationToken) -> Str
     addr
 }
 
-/// Polls `f` until it returns Some, or fails with what was last seen.
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-        }
-    }
-}
-
 fn echo(payload: &[u8]) -> InvokeRequest {
     InvokeRequest {
         function_name: "echo".into(),
@@ -131,7 +114,7 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
     };
     let server = tokio::spawn(lambda::run(listener, config, token.clone()));
 
-    eventually("lambda SERVING", Duration::from_secs(5), || async {
+    eventually_async("lambda SERVING", Duration::from_secs(5), || async {
         if cascade_core::clients::is_serving(&addr).await {
             Ok(())
         } else {
@@ -158,7 +141,7 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
         .expect("a late event still runs");
 
     // CloudWatch down: every invocation adds a record the agent cannot flush.
-    let refusal = eventually("an invocation refused", Duration::from_secs(3), || {
+    let refusal = eventually_async("an invocation refused", Duration::from_secs(3), || {
         let mut lambda = lambda.clone();
         async move {
             match lambda.invoke(echo(b"x")).await {
@@ -224,7 +207,7 @@ async fn cloudwatch_outage_becomes_memory_contention_and_recovers() {
 
     // CloudWatch back: the flusher drains the buffer and invocations run again.
     fake.failing.store(false, Ordering::Relaxed);
-    eventually("invocations admitted again", Duration::from_secs(3), || {
+    eventually_async("invocations admitted again", Duration::from_secs(3), || {
         let mut lambda = lambda.clone();
         async move {
             lambda

@@ -19,6 +19,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::*;
 use crate::serve::{BasicStatus, HealthReporter};
+use crate::testkit::{eventually_async, holds};
 
 /// A trivial service that counts deliveries, so tests see whether a handler ran.
 #[derive(Clone, Default)]
@@ -107,22 +108,30 @@ fn error_fault(id: &str, code: &str) -> GrpcFault {
     }
 }
 
-/// Retries `check` until it holds or `within` passes; fails with what it last saw.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        match check().await {
-            Ok(()) => return Ok(()),
-            Err(seen) if Instant::now() >= deadline => {
-                anyhow::bail!("{what}: not true after {within:?}; last seen: {seen}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+/// Waits (2 s) until `fx`'s handler has run exactly `runs` times.
+async fn handler_calls(fx: &Fixture, runs: u32, kind: &str) {
+    eventually_async(
+        &format!("{kind}: the handler to have run {runs} times"),
+        Duration::from_secs(2),
+        || {
+            let calls = fx.calls.load(Ordering::SeqCst);
+            std::future::ready(holds(calls == runs, || format!("{calls} calls")))
+        },
+    )
+    .await;
+}
+
+/// Waits (3 s) until a delivery through `c` succeeds again.
+async fn calls_succeed_after_clear(c: &EventTargetClient<Channel>, kind: &str) {
+    eventually_async(
+        &format!("{kind}: calls to succeed after clear"),
+        Duration::from_secs(3),
+        || {
+            let mut c = c.clone();
+            async move { deliver(&mut c).await.map_err(|e| format!("{e:?}")) }
+        },
+    )
+    .await;
 }
 
 #[test]
@@ -364,18 +373,7 @@ async fn hang_and_blackhole_end_at_the_deadline() -> anyhow::Result<()> {
             took >= deadline && took < Duration::from_secs(3),
             "{kind}: took {took:?}"
         );
-        eventually(Duration::from_secs(2), "handler calls", || {
-            let calls = fx.calls.load(Ordering::SeqCst);
-            async move {
-                if calls == handler_runs {
-                    Ok(())
-                } else {
-                    Err(format!("{calls} calls"))
-                }
-            }
-        })
-        .await
-        .with_context(|| kind.to_owned())?;
+        handler_calls(&fx, handler_runs, kind).await;
     }
     reg.clear("");
     deliver(&mut c).await?;
@@ -491,7 +489,7 @@ async fn outbound_error_fails_calls_unavailable_until_cleared() -> anyhow::Resul
     // The live connection breaks as soon as the fault lands; a call racing
     // that teardown may see CANCELLED, after which every call is refused at
     // connect time.
-    eventually(Duration::from_secs(2), "a call fails UNAVAILABLE", || {
+    eventually_async("a call to fail UNAVAILABLE", Duration::from_secs(2), || {
         let mut c = c.clone();
         async move {
             match deliver(&mut c).await {
@@ -500,7 +498,7 @@ async fn outbound_error_fails_calls_unavailable_until_cleared() -> anyhow::Resul
             }
         }
     })
-    .await?;
+    .await;
     for _ in 0..3 {
         let err = deliver(&mut c).await.expect_err("dependency is refused");
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -508,11 +506,8 @@ async fn outbound_error_fails_calls_unavailable_until_cleared() -> anyhow::Resul
     let before = fx.calls.load(Ordering::SeqCst);
     registry().clear(&id);
     assert_eq!(before, 1, "no refused call reached the dependency");
-    eventually(Duration::from_secs(3), "calls succeed after clear", || {
-        let mut c = c.clone();
-        async move { deliver(&mut c).await.map_err(|e| format!("{e:?}")) }
-    })
-    .await
+    calls_succeed_after_clear(&c, "error").await;
+    Ok(())
 }
 
 #[tokio::test]
@@ -531,25 +526,9 @@ async fn outbound_blackhole_and_hang_stall_until_the_deadline() -> anyhow::Resul
         assert_eq!(err.code(), Code::Cancelled, "{kind}: {err:?}");
         assert!(took >= deadline, "{kind}: took {took:?}");
         // Hang lets the request through and loses the answer; blackhole loses both.
-        eventually(Duration::from_secs(2), "dependency calls", || {
-            let calls = fx.calls.load(Ordering::SeqCst);
-            async move {
-                if calls == handler_runs {
-                    Ok(())
-                } else {
-                    Err(format!("{calls} calls"))
-                }
-            }
-        })
-        .await
-        .with_context(|| kind.to_owned())?;
+        handler_calls(&fx, handler_runs, kind).await;
         registry().clear(&id);
-        eventually(Duration::from_secs(3), "calls succeed after clear", || {
-            let mut c = c.clone();
-            async move { deliver(&mut c).await.map_err(|e| format!("{e:?}")) }
-        })
-        .await
-        .with_context(|| kind.to_owned())?;
+        calls_succeed_after_clear(&c, kind).await;
     }
     Ok(())
 }
