@@ -41,6 +41,10 @@ pub struct Status {
     pub run_dir: String,
     /// Incident seconds per wall second.
     pub time_scale: f64,
+    /// Customer calls per second to each service (0: none, so health is
+    /// judged from reachability only).
+    #[serde(default)]
+    pub traffic_rate: f64,
     /// The supervisor's pid.
     pub supervisor_pid: u32,
     /// Thread-consumption alarms raised so far (remediation `thread-alarm`).

@@ -80,6 +80,16 @@ pub fn evaluate(c: &Condition, st: &Status, seen: &Seen) -> Eval {
         Condition::ImpairedInOrder { services } => in_order(services, seen),
         Condition::Health { service, is } => match st.service(service) {
             None => Eval::Never(format!("{service} is not in this run")),
+            Some(s)
+                if st.traffic_rate > 0.0
+                    && s.traffic
+                        .as_ref()
+                        .is_some_and(|t| t.ok + t.failed < crate::supervisor::MIN_CALLS) =>
+            {
+                Eval::Not(format!(
+                    "{service}: too few customer calls yet to judge its health"
+                ))
+            }
             Some(s) => {
                 let ok = match is {
                     HealthIs::Impaired => s.health.is_impaired(),
@@ -239,6 +249,7 @@ fn gauge(c: &Condition, st: &Status, seen: &Seen) -> Eval {
         at_least,
         at_most,
         equals,
+        differs,
         rising,
     } = c
     else {
@@ -249,6 +260,14 @@ fn gauge(c: &Condition, st: &Status, seen: &Seen) -> Eval {
         Err(e) => return e,
     };
     let shown = |v: &GaugeValue| format!("{service} {gauge} = {}", v.text.join(","));
+    if let Some(other) = differs {
+        let ok = !now.text.is_empty() && now.text.iter().all(|t| t != other);
+        return if ok {
+            Eval::Holds(shown(&now))
+        } else {
+            Eval::Not(shown(&now))
+        };
+    }
     if let Some(want) = equals {
         let ok = !now.text.is_empty() && now.text.iter().all(|t| t == want);
         return if ok {

@@ -146,6 +146,7 @@ mod tests {
             }],
             run_dir: String::new(),
             time_scale: 360.0,
+            traffic_rate: 0.0,
             supervisor_pid: 1,
             alarms: vec![],
             restart_removals: 0,

@@ -25,6 +25,9 @@ use crate::status::Status;
 const OBSERVE_EVERY: Duration = Duration::from_millis(250);
 /// How long the steady-state hypothesis has to hold before the first step.
 const STEADY_DEADLINE: Duration = Duration::from_secs(60);
+/// How long it must hold without a break to count as steady: two health
+/// windows, so the start-up of customer traffic is behind it.
+const STEADY_FOR: Duration = Duration::from_secs(10);
 /// The name of the steady-state check after the last step, in the report.
 pub const STEADY_AFTER: &str = "steady state holds again after the last step";
 
@@ -125,21 +128,36 @@ impl Runner {
         Ok(())
     }
 
-    /// Waits for the steady-state hypothesis before the first step.
+    /// Waits for the steady-state hypothesis to hold, without a break, for
+    /// [`STEADY_FOR`] before the first step.
     async fn wait_steady(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let until = Instant::now() + STEADY_DEADLINE;
+        let mut since: Option<Instant> = None;
+        let mut last = String::new();
         loop {
             let st = crate::client::fetch_status().await?;
-            if self
-                .s
-                .steady_state
-                .iter()
-                .all(|c| holds(c, &st, &Seen::default()))
-            {
-                return Ok(());
+            let failing =
+                self.s
+                    .steady_state
+                    .iter()
+                    .find_map(|c| match evaluate(c, &st, &Seen::default()) {
+                        Eval::Holds(_) => None,
+                        Eval::Not(w) | Eval::Never(w) => Some(w),
+                    });
+            match failing {
+                None if since.get_or_insert_with(Instant::now).elapsed() >= STEADY_FOR => {
+                    return Ok(());
+                }
+                None => {}
+                Some(w) => {
+                    since = None;
+                    last = w;
+                }
             }
             if Instant::now() > until {
-                anyhow::bail!("the steady-state hypothesis did not hold before the first step");
+                anyhow::bail!(
+                    "the steady-state hypothesis did not hold for {STEADY_FOR:?} before the first step; last seen: {last}"
+                );
             }
             tokio::select! {
                 _ = tokio::time::sleep(OBSERVE_EVERY) => {}

@@ -302,6 +302,9 @@ pub enum Condition {
         /// Holds when the (text) value is exactly this.
         #[serde(default)]
         equals: Option<String>,
+        /// Holds when the (text) value is anything but this.
+        #[serde(default)]
+        differs: Option<String>,
         /// Holds when a counter grew over the last health window.
         #[serde(default)]
         rising: bool,

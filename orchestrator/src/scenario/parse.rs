@@ -374,6 +374,7 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
             at_least,
             at_most,
             equals,
+            differs,
             rising,
         } => {
             if !services.contains(&service.as_str()) || service == "kinesis" {
@@ -394,11 +395,13 @@ fn validate_condition(c: &Condition, services: &[&str]) -> Result<(), String> {
                 at_least.is_some(),
                 at_most.is_some(),
                 equals.is_some(),
+                differs.is_some(),
                 *rising,
             ];
             if tests.iter().filter(|t| **t).count() != 1 {
                 return Err(
-                    "give exactly one of at_least, at_most, equals or rising = true".into(),
+                    "give exactly one of at_least, at_most, equals, differs or rising = true"
+                        .into(),
                 );
             }
             Ok(())

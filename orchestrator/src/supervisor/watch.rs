@@ -242,6 +242,7 @@ impl Supervisor {
             services,
             run_dir: self.run_dir.display().to_string(),
             time_scale: self.args.time_scale,
+            traffic_rate: self.args.topology.traffic_rate,
             supervisor_pid: std::process::id(),
             alarms: self.alarm.raised(),
             restart_removals: self

@@ -24,6 +24,11 @@ pub const WORKFLOW_SOURCE: &str = "aws.ecs";
 pub const WORKFLOW_DETAIL_TYPE: &str = "ECS Task Workflow";
 /// Entries per PutEvents call (EventBridge's limit).
 const OUTBOX_BATCH: usize = 10;
+/// PutEvents calls the outbox keeps in flight at once. Publishing one
+/// batch at a time ties the outbox's throughput to one round trip through
+/// EventBridge and Kinesis; a backlog worked off that way outlasts the
+/// outage by hours.
+const OUTBOX_IN_FLIGHT: usize = 4;
 /// Stopped tasks kept for DescribeTasks; older ones are forgotten.
 const STOPPED_KEPT: usize = 1_000;
 /// Scaling decisions kept for DescribeServices.
@@ -413,38 +418,59 @@ impl Cluster {
     pub async fn flush_outbox(&self, publisher: &dyn EventPublisher) -> Result<usize, String> {
         let mut sent = 0;
         loop {
-            // Only the outbox task removes entries, so the front batch stays put while we await.
-            let batch: Vec<EventEntry> = self
-                .lock()
-                .outbox
-                .iter()
-                .take(OUTBOX_BATCH)
-                .map(|(_, e)| e.clone())
-                .collect();
-            if batch.is_empty() {
+            // Only the outbox task removes entries, so the front batches stay put while we await.
+            let batches: Vec<Vec<EventEntry>> = {
+                let s = self.lock();
+                let front: Vec<EventEntry> = s
+                    .outbox
+                    .iter()
+                    .take(OUTBOX_BATCH * OUTBOX_IN_FLIGHT)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                front
+                    .chunks(OUTBOX_BATCH)
+                    .map(<[EventEntry]>::to_vec)
+                    .collect()
+            };
+            if batches.is_empty() {
                 return Ok(sent);
             }
-            let n = batch.len();
-            if let Err(e) = publisher.put_events(batch).await {
+            let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+            let results =
+                futures::future::join_all(batches.into_iter().map(|b| publisher.put_events(b)))
+                    .await;
+            // Only the batches accepted in order leave the outbox; a later
+            // one accepted after a refused one is sent again (ECS applies a
+            // repeated workflow event as unchanged).
+            let accepted = results.iter().take_while(|r| r.is_ok()).count();
+            let n: usize = sizes[..accepted].iter().sum();
+            if n > 0 {
+                self.published(n);
+                sent += n;
+            }
+            if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
                 let mut s = self.lock();
                 s.outbox_errors += 1;
                 s.last_outbox_error.clone_from(&e);
                 self.outbox_failure.record(e.clone());
                 return Err(e);
             }
-            let mut s = self.lock();
-            let now = now_ms();
-            let published: Vec<String> = s.outbox.drain(..n).map(|(id, _)| id).collect();
-            for id in published {
-                if let Some(e) = s.tasks.get_mut(&id) {
-                    e.queued_events = e.queued_events.saturating_sub(1);
-                    e.published_at_ms = now;
-                }
-            }
-            s.last_outbox_error.clear();
-            s.events_published += n as u64;
-            sent += n;
         }
+    }
+
+    /// Removes the `n` front events of the outbox, now published.
+    fn published(&self, n: usize) {
+        let mut s = self.lock();
+        let now = now_ms();
+        let published: Vec<String> = s.outbox.drain(..n).map(|(id, _)| id).collect();
+        for id in published {
+            if let Some(e) = s.tasks.get_mut(&id) {
+                e.queued_events = e.queued_events.saturating_sub(1);
+                e.published_at_ms = now;
+            }
+        }
+        s.last_outbox_error.clear();
+        s.events_published += n as u64;
     }
 
     /// Number of events waiting in the outbox.

@@ -26,8 +26,10 @@ pub const NAMESPACE: &str = "AWS/Lambda";
 pub const METRIC_DURATION: &str = "Duration";
 /// Metric: one per invocation.
 pub const METRIC_INVOCATIONS: &str = "Invocations";
-/// Deadline of one PutMetricData call.
-pub const FLUSH_DEADLINE: Duration = Duration::from_secs(1);
+/// Deadline of one PutMetricData call. A full batch goes through CloudWatch
+/// to Kinesis as two PutRecords; a partly restored Kinesis takes seconds to
+/// answer, and an agent that gave up sooner would never drain.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 /// Entries per PutMetricData (two datums each: AWS accepts 1000 per call).
 pub const MAX_BATCH_ENTRIES: usize = 500;
 

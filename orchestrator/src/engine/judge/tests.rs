@@ -34,6 +34,7 @@ fn status(kinesis: Health, maps: &[MapState]) -> Status {
         }],
         run_dir: String::new(),
         time_scale: 360.0,
+        traffic_rate: 0.0,
         supervisor_pid: 1,
         alarms: vec![],
         restart_removals: 0,
@@ -299,6 +300,7 @@ fn blocked(at_least: f64) -> Condition {
         at_least: Some(at_least),
         at_most: None,
         equals: None,
+        differs: None,
         rising: false,
     }
 }
@@ -353,6 +355,7 @@ fn a_rising_counter_needs_growth_over_the_window() {
         at_least: None,
         at_most: None,
         equals: None,
+        differs: None,
         rising: true,
     };
     let mut j = Judge::new(&[expect(("", false, true), "08:00", refused)], CLOCK);
