@@ -335,6 +335,12 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
                 t.main_fleet_pattern()
             };
             kinesis(&mut v, fleet);
+            // CloudWatch, the fleet's largest internal user, addresses the
+            // front-ends from the membership listing, not through a
+            // health-checked balancer: its puts and reads spread over every
+            // front-end, so it is impaired until the whole fleet is back
+            // (AWS's remediation: a separate, partitioned fleet for it).
+            v.push("--kinesis-ready-only=false".into());
             v.push(format!("--instance-id={}", p.name));
             v.push(format!(
                 "--local-buffer-dir={}",

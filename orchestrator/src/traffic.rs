@@ -63,6 +63,7 @@ impl Caller {
             kinesis_backend: t.backend.clone(),
             kinesis_fleet: t.kinesis_fleet.clone(),
             kinesis_timeout: deadline,
+            kinesis_ready_only: true,
         })?;
         let mut channels = HashMap::new();
         for (svc, addrs) in &t.services {

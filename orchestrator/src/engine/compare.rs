@@ -36,6 +36,9 @@ pub struct CompareArgs {
     /// Override the scenario's seed (the same for every variant).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop every variant's run at this incident clock (e.g. 08:30).
+    #[arg(long, value_parser = super::parse_until)]
+    pub until: Option<String>,
 }
 
 fn variants_help() -> String {
@@ -119,6 +122,8 @@ pub async fn compare(
             quiet: true,
             json: false,
             attach: false,
+            remediations: Vec::new(),
+            until: args.until.clone(),
         };
         let started = Instant::now();
         let report = run(run_args, l, vdir, shutdown.clone()).await?;

@@ -61,6 +61,19 @@ pub struct RunArgs {
     /// Print each journal entry as one JSON line (for CI), then the verdict line as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Switch on a remediation for this run, as `compare` does for a
+    /// variant (repeatable).
+    #[arg(long = "remediation", value_enum)]
+    pub remediations: Vec<Remediation>,
+    /// Stop the run at this incident clock (e.g. 08:30); expectations not
+    /// decided by then do not hold.
+    #[arg(long, value_parser = parse_until)]
+    pub until: Option<String>,
+}
+
+/// `--until`: an incident clock, HH:MM or HH:MM:SS.
+pub fn parse_until(s: &str) -> Result<String, String> {
+    parse_when(s, 0).map(|_| s.to_owned())
 }
 
 /// The report directory a run will use (set before anything starts).
@@ -88,6 +101,11 @@ pub async fn run(
     if let Some(ts) = args.time_scale {
         s.topology.time_scale = ts;
     }
+    for r in &args.remediations {
+        if !s.topology.remediations.contains(r) {
+            s.topology.remediations.push(*r);
+        }
+    }
     if s.topology
         .remediations
         .contains(&Remediation::BiggerServers)
@@ -113,7 +131,11 @@ pub async fn run(
         scale: s.topology.time_scale,
     };
     let journal = Journal::create(&dir.join("journal.jsonl"), clock, output)?;
-    let mut r = Runner::new(s, journal);
+    let until = args
+        .until
+        .as_deref()
+        .map(|u| clock.wall_of(parse_when(u, clock.start).unwrap_or(clock.start)));
+    let mut r = Runner::new(s, journal, until);
     log_start(&mut r, seed, &dir);
     let attach = args.attach;
     let start = tokio::task::spawn_blocking(move || {

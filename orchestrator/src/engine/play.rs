@@ -46,11 +46,13 @@ pub struct Runner {
     pub cascade: CascadeTracker,
     /// When the step in progress started (wall seconds).
     step_started: f64,
+    /// `--until`: the wall offset at which the run stops.
+    until: Option<Duration>,
 }
 
 impl Runner {
     /// A runner that has not started.
-    pub fn new(s: Scenario, journal: Journal) -> Self {
+    pub fn new(s: Scenario, journal: Journal, until: Option<Duration>) -> Self {
         let mut expectations: Vec<_> = s
             .expectations
             .iter()
@@ -75,6 +77,7 @@ impl Runner {
             fidelity,
             cascade,
             step_started: 0.0,
+            until,
         }
     }
 
@@ -231,6 +234,13 @@ impl Runner {
                 self.expectations[i].1 = Some((held, detail));
             }
             if steps_done && judge.done() && self.settled(&st) {
+                break;
+            }
+            if self.until.is_some_and(|u| now >= u) {
+                self.journal.log(
+                    EventKind::Stopped,
+                    "stopped at --until; expectations not decided by now do not hold",
+                );
                 break;
             }
             tokio::select! {

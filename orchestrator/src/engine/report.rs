@@ -177,6 +177,8 @@ pub enum EventKind {
     ExpectFailed,
     /// Ctrl-C.
     Interrupted,
+    /// The run stopped at `--until`.
+    Stopped,
     /// An error stopped the run.
     Error,
     /// A rollback step ran.
@@ -209,6 +211,7 @@ impl EventKind {
             EventKind::ExpectHeld => "expect-held",
             EventKind::ExpectFailed => "expect-failed",
             EventKind::Interrupted => "interrupted",
+            EventKind::Stopped => "stopped",
             EventKind::Error => "error",
             EventKind::Rollback => "rollback",
             EventKind::RollbackFailed => "rollback-failed",

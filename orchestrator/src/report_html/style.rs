@@ -52,18 +52,17 @@ pub fn verdict_color(v: Verdict) -> &'static str {
 pub fn event_color(k: EventKind) -> &'static str {
     match k {
         EventKind::Step => BLUE,
-        EventKind::ExpectHeld => GREEN,
+        EventKind::ExpectHeld | EventKind::SteadyAfter => GREEN,
         EventKind::ExpectFailed
         | EventKind::StepFailed
         | EventKind::RollbackFailed
         | EventKind::Error
         | EventKind::Abort => RED,
-        EventKind::Rollback | EventKind::Interrupted => AMBER,
+        EventKind::Rollback | EventKind::Interrupted | EventKind::Stopped => AMBER,
         EventKind::Verdict => INK,
         EventKind::Start
         | EventKind::Up
         | EventKind::Steady
-        | EventKind::SteadyAfter
         | EventKind::Restart
         | EventKind::Alarm
         | EventKind::ShardMaps

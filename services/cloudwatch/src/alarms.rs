@@ -48,7 +48,12 @@ pub struct AlarmDef {
     pub threshold: f64,
     /// Evaluation window in incident seconds.
     pub period_s: u32,
+    /// Consecutive periods that must each hold a datapoint (at least 1).
+    pub evaluation_periods: u32,
 }
+
+/// Most evaluation periods an alarm may ask for.
+pub const MAX_EVALUATION_PERIODS: u32 = 100;
 
 /// Checks a non-empty name of at most [`MAX_NAME_LEN`] bytes.
 pub fn check_name(field: &str, value: &str) -> Result<(), ServiceError> {
@@ -97,6 +102,12 @@ impl AlarmDef {
                 "period_s: 0; the evaluation window must be at least 1 incident second",
             ));
         }
+        if r.evaluation_periods > MAX_EVALUATION_PERIODS {
+            return Err(ServiceError::invalid(format!(
+                "evaluation_periods: {} is above {MAX_EVALUATION_PERIODS}",
+                r.evaluation_periods
+            )));
+        }
         Ok(Self {
             name: r.alarm_name,
             namespace: r.namespace,
@@ -105,7 +116,27 @@ impl AlarmDef {
             comparison,
             threshold: r.threshold,
             period_s: r.period_s,
+            evaluation_periods: r.evaluation_periods.max(1),
         })
+    }
+
+    /// Judges the datapoints of each evaluation period, newest first: any
+    /// period without one leaves the alarm without data to judge by.
+    pub fn evaluate_periods(&self, periods: &[Vec<f64>]) -> (AlarmState, String) {
+        if let Some(empty) = periods.iter().position(Vec::is_empty) {
+            return (
+                AlarmState::InsufficientData,
+                format!(
+                    "Insufficient Data: no datapoints of {}/{} in evaluation period {} of {} ({} incident s each)",
+                    self.namespace,
+                    self.metric,
+                    empty + 1,
+                    periods.len(),
+                    self.period_s
+                ),
+            );
+        }
+        self.evaluate(&periods.concat())
     }
 
     /// Judges the window's `values`; the reason reads like AWS's.
@@ -253,8 +284,16 @@ mod tests {
             comparison_operator: ComparisonOperator::GreaterThanThreshold as i32,
             threshold: 1.0,
             period_s: 60,
+            evaluation_periods: 0,
         };
         assert!(AlarmDef::from_request(good.clone()).is_ok());
+        assert!(
+            AlarmDef::from_request(pb::PutMetricAlarmRequest {
+                evaluation_periods: 101,
+                ..good.clone()
+            })
+            .is_err_and(|e| e.to_string().contains("evaluation_periods"))
+        );
         let cases = [
             (
                 "period_s",
@@ -312,5 +351,25 @@ mod tests {
                 other => panic!("{field}: expected InvalidArgument, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_evaluation_period_needs_a_datapoint() {
+        let def = AlarmDef::from_request(pb::PutMetricAlarmRequest {
+            alarm_name: "a".into(),
+            namespace: "ns".into(),
+            metric_name: "m".into(),
+            statistic: Statistic::Average as i32,
+            comparison_operator: ComparisonOperator::GreaterThanThreshold as i32,
+            threshold: 70.0,
+            period_s: 60,
+            evaluation_periods: 3,
+        })
+        .expect("valid");
+        let (state, why) = def.evaluate_periods(&[vec![85.0], vec![], vec![90.0]]);
+        assert_eq!(state, AlarmState::InsufficientData);
+        assert!(why.contains("period 2 of 3"), "{why}");
+        let (state, _) = def.evaluate_periods(&[vec![85.0], vec![80.0], vec![90.0]]);
+        assert_eq!(state, AlarmState::Alarm);
     }
 }

@@ -505,16 +505,15 @@ impl CloudWatch {
         let results: Vec<(String, (AlarmState, String))> = defs
             .iter()
             .map(|d| {
-                let values: Vec<f64> = self
-                    .collect(
-                        &d.namespace,
-                        &d.metric,
-                        now - self.window_ms(d.period_s),
-                        now,
-                    )
-                    .into_values()
+                let w = self.window_ms(d.period_s);
+                let periods: Vec<Vec<f64>> = (0..i64::from(d.evaluation_periods))
+                    .map(|i| {
+                        self.collect(&d.namespace, &d.metric, now - (i + 1) * w, now - i * w)
+                            .into_values()
+                            .collect()
+                    })
                     .collect();
-                (d.name.clone(), d.evaluate(&values))
+                (d.name.clone(), d.evaluate_periods(&periods))
             })
             .collect();
         let mut alarms = self.inner.alarms.lock();

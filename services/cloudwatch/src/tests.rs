@@ -67,6 +67,7 @@ fn config(dir: &str, local_buffer: bool) -> CloudWatchConfig {
             kinesis_backend: "127.0.0.1:1".into(),
             kinesis_fleet: String::new(),
             kinesis_timeout: Duration::from_secs(1),
+            kinesis_ready_only: true,
         },
         time: TimeArgs { time_scale: 360.0 },
         instance_id: "cw-test".into(),
@@ -131,6 +132,7 @@ fn errors_alarm() -> pb::PutMetricAlarmRequest {
         comparison_operator: pb::ComparisonOperator::GreaterThanThreshold as i32,
         threshold: 5.0,
         period_s: 60,
+        evaluation_periods: 1,
     }
 }
 

@@ -34,6 +34,12 @@ pub struct KinesisArgs {
     /// Deadline of each Kinesis call.
     #[arg(long, env = "CASCADE_KINESIS_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub kinesis_timeout: Duration,
+    /// Route only to front-ends whose shard map is ready, as a client behind
+    /// a health-checked load balancer does (`false`: spread over every
+    /// member of the fleet, as a client that addresses the fleet from its
+    /// membership list does).
+    #[arg(long, env = "CASCADE_KINESIS_READY_ONLY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kinesis_ready_only: bool,
 }
 
 impl KinesisArgs {
@@ -98,8 +104,9 @@ impl KinesisProducer {
             .into_inner()
             .members;
         // Like a load balancer's health check: route to members whose shard
-        // map is ready; with none ready, fail open to every member.
-        let any_ready = members.iter().any(|m| m.ready);
+        // map is ready; with none ready, fail open to every member. Without
+        // the health check, every member.
+        let any_ready = self.args.kinesis_ready_only && members.iter().any(|m| m.ready);
         let mut g = self.frontends.lock();
         let mut fresh = BTreeMap::new();
         for m in members.into_iter().filter(|m| m.ready || !any_ready) {

@@ -48,6 +48,8 @@ const BOOT_RETRY: RetryPolicy =
 /// Shortest wall interval between scaling evaluations.
 const MIN_SCALING_INTERVAL: Duration = Duration::from_millis(500);
 /// Outbox retry backoff bounds.
+/// Periods the scaling alarm needs a datapoint in, each, to judge.
+const SCALING_EVALUATION_PERIODS: u32 = 3;
 const OUTBOX_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const OUTBOX_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -501,6 +503,9 @@ pub async fn run(
                 comparison_operator: cw::ComparisonOperator::GreaterThanThreshold as i32,
                 threshold: CPU_THRESHOLD,
                 period_s: config.scaling_period,
+                // As target tracking's scale-out alarm: a datapoint in each
+                // of 3 consecutive periods before it judges.
+                evaluation_periods: SCALING_EVALUATION_PERIODS,
             };
             async move { c.put_metric_alarm(req).await.map(|_| ()) }
         })

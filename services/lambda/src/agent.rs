@@ -30,8 +30,10 @@ pub const METRIC_INVOCATIONS: &str = "Invocations";
 /// to Kinesis as two PutRecords; a partly restored Kinesis takes seconds to
 /// answer, and an agent that gave up sooner would never drain.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
-/// Entries per PutMetricData (two datums each: AWS accepts 1000 per call).
-pub const MAX_BATCH_ENTRIES: usize = 500;
+/// Entries per PutMetricData: two datums each, 500 in all, so that one
+/// batch is one Kinesis PutRecords behind CloudWatch and a partly restored
+/// Kinesis that takes some of those puts drains the agent batch by batch.
+pub const MAX_BATCH_ENTRIES: usize = 250;
 
 /// Where flushed metrics go: CloudWatch in the binary, a switchable fake in tests.
 #[tonic::async_trait]
