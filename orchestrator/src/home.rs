@@ -18,20 +18,16 @@ pub struct SupervisorFile {
 
 /// A home set by this process (a scenario run keeps its fleet in its report
 /// directory); it wins over `$CASCADE_HOME`.
-static HOME_OVERRIDE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+static HOME_OVERRIDE: parking_lot::Mutex<Option<PathBuf>> = parking_lot::Mutex::new(None);
 
 /// Makes `dir` this process's home (and that of the supervisors it starts).
 pub fn set_home(dir: PathBuf) {
-    *HOME_OVERRIDE.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    *HOME_OVERRIDE.lock() = Some(dir);
 }
 
 /// The directory holding `supervisor.json` and `runs/`.
 pub fn home() -> PathBuf {
-    if let Some(h) = HOME_OVERRIDE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-    {
+    if let Some(h) = HOME_OVERRIDE.lock().clone() {
         return h;
     }
     std::env::var_os("CASCADE_HOME")

@@ -5,7 +5,9 @@
 //! monitoring is blind. `cascade probe` makes the same calls on demand.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer};
@@ -339,7 +341,7 @@ pub struct Recorder {
 
 impl Recorder {
     fn record(&self, svc: Service, started: i64, r: &Result<(), tonic::Status>, ms: f64) {
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.history.lock();
         let q = h.entry(svc).or_default();
         let pos = q.iter().rposition(|b| b.sec == started);
         let b = match pos {
@@ -373,7 +375,7 @@ impl Recorder {
     /// The last `secs` seconds of `svc` (calls that completed then).
     pub fn window(&self, svc: Service, secs: i64) -> Summary {
         let now = unix_secs();
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let h = self.history.lock();
         Summary::of(
             h.get(&svc)
                 .into_iter()

@@ -347,14 +347,20 @@ impl Fleet {
     }
 }
 
+pub use nix::sys::signal::Signal;
+
+/// Sends `sig` to `pid`; a process already gone is not an error.
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = self.home.run(&["down"]);
         if let Some(pid) = self.home.supervisor_pid()
             && process_alive(pid)
         {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            signal(pid, Signal::SIGKILL);
         }
     }
 }

@@ -5,12 +5,7 @@ use std::time::Duration;
 
 use cascade::state::MapState;
 use cascade_tests::status::{all_maps, run_id};
-use cascade_tests::{Fleet, Home, eventually, kinesis_args, wait_exit};
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, sig) };
-}
+use cascade_tests::{Fleet, Home, Signal, eventually, kinesis_args, signal, wait_exit};
 
 fn started(tag: &str) -> (Fleet, String) {
     let fleet = Fleet::kinesis(tag, 3, 16);
@@ -36,7 +31,7 @@ fn down_stops_everything() {
 fn sigkill_of_the_supervisor_takes_the_children_and_cgroups_with_it() {
     let (fleet, run_id) = started("sigkill");
     let pid = fleet.home.supervisor_pid().expect("supervisor pid");
-    kill(pid, libc::SIGKILL);
+    signal(pid, Signal::SIGKILL);
     fleet.assert_nothing_left(&run_id);
 }
 
@@ -68,7 +63,7 @@ fn ctrl_c_of_a_foreground_up_stops_everything() {
         },
     );
     let run_id = run_id(&s);
-    kill(child.id(), libc::SIGINT);
+    signal(child.id(), Signal::SIGINT);
     let status = wait_exit(
         &mut child,
         "cascade up to exit after SIGINT",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cascade::engine::compare::{CompareDoc, VariantResult};
+use cascade::engine::conditions::ONSET_RESOLUTION_S;
 use cascade::engine::journal::JournalEntry;
 use cascade::engine::report::{EventKind, Report, ServiceImpact};
 use cascade::state::Verdict;
@@ -38,12 +39,14 @@ count = 2
 [[expect]]
 name = "every shard-map unusable"
 by = "+6h"
+for = "30m"
 check = "shard-maps"
 all = "unusable"
 
 [[expect]]
 name = "kinesis impaired"
 by = "+6h"
+for = "30m"
 check = "health"
 service = "kinesis"
 is = "impaired"
@@ -191,8 +194,7 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
             Err(format!("{entries:#?}"))
         }
     });
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    cascade_tests::signal(child.id(), cascade_tests::Signal::SIGINT);
     let exit = wait_exit(
         &mut child,
         "cascade run to stop after Ctrl-C",
@@ -272,7 +274,8 @@ fn impact<'a>(v: &'a VariantResult, svc: &str) -> &'a ServiceImpact {
 
 /// The shipped postmortem end to end, and the Cognito remediation beside it:
 /// the baseline run holds every expectation (Cognito impaired among them),
-/// while with `cognito-fix` Cognito is never impaired.
+/// shows every timed event of the postmortem, and recovers Kinesis
+/// gradually; with `cognito-fix` Cognito is never impaired.
 #[test]
 fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
     let home = Home::new("nov25");
@@ -308,6 +311,144 @@ fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
         assert!(
             html.contains("<svg") && !html.contains("<script"),
             "{v}: self-contained SVG report"
+        );
+    }
+    let r = report(&home.dir.join("compare").join("baseline"));
+    every_postmortem_event_is_shown(&r);
+    kinesis_recovers_gradually(&r);
+    the_cascade_graph_is_drawn_from_evidence(&r);
+}
+
+/// The fidelity table lists all 16 timed events of the postmortem, each
+/// shown by the replay.
+fn every_postmortem_event_is_shown(r: &Report) {
+    let f = r
+        .fidelity
+        .as_ref()
+        .expect("nov-25-2020 reports its fidelity");
+    assert_eq!(f.events.len(), 16, "{f:#?}");
+    let missing: Vec<&str> = f
+        .events
+        .iter()
+        .filter(|e| e.replay_at.is_none())
+        .map(|e| e.event.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "events the replay never showed: {missing:?}\n{f:#?}"
+    );
+}
+
+/// Between the first restarted front-end and full recovery, the Kinesis
+/// error rate passes through at least three distinct intermediate levels
+/// (tenths of the calls failing), from real overload of the servers up.
+fn kinesis_recovers_gradually(r: &Report) {
+    let first = r
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Restart && e.detail.starts_with("restarted"))
+        .map(|e| e.t_s)
+        .expect("a restarted batch in the journal");
+    let full = r.services["kinesis"]
+        .recovered_at_s
+        .expect("Kinesis recovered by the end");
+    let levels: std::collections::BTreeSet<i64> = r.timeline["kinesis"]
+        .iter()
+        .filter(|s| s.t_s >= first && s.t_s <= full)
+        .filter(|s| s.error_rate > 0.05 && s.error_rate < 0.95)
+        .map(|s| (s.error_rate * 10.0).round() as i64)
+        .collect();
+    assert!(
+        levels.len() >= 3,
+        "Kinesis's error rate from the first restarted batch ({first} s) to full recovery ({full} s) took only the levels {levels:?} (tenths): {:?}",
+        r.timeline["kinesis"]
+    );
+}
+
+/// Edges carry the failure only on evidence: the graph includes
+/// EventBridge -> Lambda and Cognito -> SHD, and every carried edge has
+/// the downstream's cause naming the upstream.
+fn the_cascade_graph_is_drawn_from_evidence(r: &Report) {
+    let has = |from: &str, to: &str| r.cascade.iter().any(|e| e.from == from && e.to == to);
+    assert!(
+        has("eventbridge", "lambda") && has("cognito", "shd"),
+        "{:#?}",
+        r.cascade
+    );
+    for e in r.cascade.iter().filter(|e| e.carried) {
+        let evidence = e.evidence.as_deref().unwrap_or_default().to_lowercase();
+        assert!(evidence.contains(&e.from), "{e:?}");
+    }
+    let carried = |from: &str, to: &str| {
+        r.cascade
+            .iter()
+            .any(|e| e.from == from && e.to == to && e.carried)
+    };
+    assert!(
+        carried("kinesis", "cognito") && carried("cognito", "shd"),
+        "{:#?}",
+        r.cascade
+    );
+    assert!(
+        !carried("cloudwatch", "ecs"),
+        "ECS's customer failures never name CloudWatch: {:#?}",
+        r.cascade
+    );
+}
+
+/// Every mechanism expectation fails when its mechanism is switched off,
+/// with the scenario's expectations as they are (each variant stops at
+/// 08:30, after the mechanisms' deadlines).
+#[test]
+fn each_mechanism_check_fails_when_its_mechanism_is_switched_off() {
+    let home = Home::new("mutants");
+    let dir = home.dir.join("compare");
+    let out = home.run(&[
+        "compare",
+        "nov-25-2020",
+        "--variants",
+        "cognito-fix,lambda-bounded-agent,cloudwatch-local-buffer",
+        "--until",
+        "08:30",
+        "--report",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let described = describe(&out);
+    assert_eq!(out.status.code(), Some(0), "{described}");
+    let doc = try_compare(&dir).unwrap_or_else(|e| panic!("{e}\n{described}"));
+    for (v, expectation) in [
+        (
+            "cognito-fix",
+            "Cognito impaired (handlers blocked on the access-log buffer)",
+        ),
+        (
+            "lambda-bounded-agent",
+            "Lambda impaired (invocations refused for memory)",
+        ),
+        (
+            "cloudwatch-local-buffer",
+            "CloudWatch impaired (alarms in INSUFFICIENT_DATA)",
+        ),
+    ] {
+        let result = variant(&doc, v);
+        assert_eq!(result.verdict, Verdict::Fail, "{v}: the run exits 1");
+        let x = result
+            .expectations
+            .iter()
+            .find(|x| x.name == expectation)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{v}: no expectation {expectation:?}: {:#?}",
+                    result.expectations
+                )
+            });
+        assert!(
+            !x.held,
+            "{v}: {expectation} must fail without its mechanism: {x:?}"
+        );
+        assert!(
+            !x.detail.contains("not judged"),
+            "{v}: judged by its deadline, not cut off: {x:?}"
         );
     }
 }
@@ -346,65 +487,71 @@ fn fast_restart_stalls_and_metadata_bootstrap_removes_the_hazard() {
     );
 }
 
-/// Two runs with the same seed agree on which services were impaired, and in
-/// what order. Health is judged over 5 s windows of customer calls, so
-/// services impaired within one window of each other are ties and may come
-/// in either order (as `impaired-in-order` treats them).
+/// Two whole replays with the same seed impair the same services in the
+/// same order (onsets less than one observation interval apart are ties)
+/// and agree on the fidelity figures within one observation interval.
 #[test]
-fn the_same_seed_gives_the_same_impaired_services_in_the_same_order() {
+fn the_same_seed_gives_the_same_impaired_order_and_fidelity() {
     let home = Home::new("seeds");
-    // A fixed-length run (the last expectation is judged throughout, to
-    // +4h30m) at the default time scale, so the cascade has time to spread.
-    let text = TIP
-        .replace(
-            "services = [\"kinesis\"]",
-            "services = [\"kinesis\", \"cognito\", \"cloudwatch\", \"lambda\"]",
-        )
-        .replace("time_scale = 3600", "time_scale = 360")
-        + "\n[[expect]]\nname = \"Kinesis stays impaired\"\nafter = \"+3h\"\nby = \"+4h30m\"\nthroughout = true\ncheck = \"health\"\nservice = \"kinesis\"\nis = \"impaired\"\n";
-    let file = write(&home, "seeded.toml", &text);
     let mut runs = Vec::new();
     for n in 0..2 {
         let dir = home.dir.join(format!("run{n}"));
-        let out = run(&home, &file, &dir, &["--seed", "42"]);
+        let out = home.run(&[
+            "run",
+            "nov-25-2020",
+            "--report",
+            dir.to_str().expect("utf-8"),
+            "--quiet",
+            "--seed",
+            "42",
+        ]);
         assert!(out.status.code().is_some(), "{}", describe(&out));
         runs.push(report(&dir));
     }
-    let impaired = |r: &Report| -> Vec<(String, f64)> {
+    assert_eq!(runs[0].seed, 42);
+    let onsets = |r: &Report| -> Vec<(String, f64)> {
         r.services
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.impaired_at_s?)))
             .collect()
     };
-    let (a, b) = (impaired(&runs[0]), impaired(&runs[1]));
-    let names = |v: &[(String, f64)]| {
-        let mut n: Vec<String> = v.iter().map(|x| x.0.clone()).collect();
-        n.sort();
-        n
-    };
-    assert_eq!(runs[0].seed, 42);
+    let (a, b) = (onsets(&runs[0]), onsets(&runs[1]));
+    let names = |v: &[(String, f64)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(
         names(&a),
         names(&b),
         "same impaired services:\n{a:?}\n{b:?}"
     );
-    assert!(
-        names(&a).len() >= 2,
-        "the run impairs Kinesis and more: {a:?}"
-    );
+    let tie = ONSET_RESOLUTION_S;
     let at = |v: &[(String, f64)], s: &str| v.iter().find(|x| x.0 == s).map(|x| x.1);
     for (x, tx) in &a {
         for (y, ty) in &a {
-            let (Some(bx), Some(by)) = (at(&b, x), at(&b, y)) else {
-                continue;
-            };
-            let tie = 5.0;
-            if tx + tie < *ty {
+            if let (Some(bx), Some(by)) = (at(&b, x), at(&b, y))
+                && tx + tie <= *ty
+            {
                 assert!(
-                    bx <= by + tie,
-                    "{x} was impaired before {y} in the first run but not in the second:\n{a:?}\n{b:?}"
+                    bx < by + tie,
+                    "{x} was impaired before {y} in the first run but after it in the second:\n{a:?}\n{b:?}"
                 );
             }
         }
     }
+    // One observation interval, in incident minutes.
+    let interval_min = ONSET_RESOLUTION_S * runs[0].time_scale / 60.0;
+    let (fa, fb) = (
+        runs[0].fidelity.as_ref().expect("fidelity"),
+        runs[1].fidelity.as_ref().expect("fidelity"),
+    );
+    assert!(
+        (fa.median_abs_deviation_min - fb.median_abs_deviation_min).abs() <= interval_min,
+        "median deviation {} vs {} (one observation interval is {interval_min} min)",
+        fa.median_abs_deviation_min,
+        fb.median_abs_deviation_min
+    );
+    assert!(
+        fa.order_inversions.abs_diff(fb.order_inversions) <= 1,
+        "order inversions {} vs {}",
+        fa.order_inversions,
+        fb.order_inversions
+    );
 }

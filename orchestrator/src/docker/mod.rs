@@ -4,9 +4,9 @@
 //! containers created through the Docker Engine API on the compose network,
 //! under the same `pids_limit`, which is the kernel limit that runs out.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 
 mod container;
 
@@ -179,10 +179,7 @@ impl DockerEnv {
     }
 
     fn remember(&self, instance: &str, c: &Container) {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.to_owned(), c.id.clone());
+        self.ids.lock().insert(instance.to_owned(), c.id.clone());
     }
 
     /// Adopts the container compose started for service `name`.
@@ -336,7 +333,6 @@ impl DockerEnv {
     fn id_of(&self, instance: &str) -> anyhow::Result<String> {
         self.ids
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .get(instance)
             .cloned()
             .with_context(|| format!("{instance}: no container known"))

@@ -74,7 +74,7 @@ impl CascadeTracker {
             && evidence.is_none()
             && names(error, "cognito")
         {
-            *evidence = Some((t, format!("primary SHD tool: {error}")));
+            *evidence = Some((t, error.to_owned()));
         }
     }
 
