@@ -54,6 +54,24 @@ pub struct Status {
     /// the restart's grace) and removed, so far.
     #[serde(default)]
     pub restart_removals: u64,
+    /// The addresses the run serves besides the control port; an endpoint
+    /// the run does not serve is absent, never a dead address.
+    #[serde(default)]
+    pub endpoints: Endpoints,
+}
+
+/// `status --json`'s `endpoints` (design.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// The load-balanced AWS-protocol Kinesis endpoint, `http://127.0.0.1:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis_aws: Option<String>,
+    /// The live page, `http://127.0.0.1:PORT/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<String>,
+    /// Prometheus metrics, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 /// Limit and enforcement.

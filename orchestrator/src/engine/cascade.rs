@@ -135,6 +135,7 @@ mod tests {
             supervisor_pid: 1,
             alarms: vec![],
             restart_removals: 0,
+            endpoints: Default::default(),
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             supervisor_pid: 1,
             alarms: vec![],
             restart_removals: 0,
+            endpoints: Default::default(),
         }
     }
 

@@ -245,6 +245,7 @@ impl Supervisor {
             traffic_rate: self.args.topology.traffic_rate,
             supervisor_pid: std::process::id(),
             alarms: self.alarm.raised(),
+            endpoints: Default::default(),
             restart_removals: self
                 .restart_removals
                 .load(std::sync::atomic::Ordering::Relaxed),

@@ -38,6 +38,7 @@ fn status(kinesis: Health, maps: &[MapState]) -> Status {
         supervisor_pid: 1,
         alarms: vec![],
         restart_removals: 0,
+        endpoints: Default::default(),
     }
 }
 
