@@ -218,7 +218,17 @@ fn fixed_cognito_and_a_bounded_lambda_agent_keep_serving_through_the_exhaustion(
 
 #[test]
 fn cloudwatch_local_buffer_keeps_alarms_evaluating_and_backfills_exactly_once() {
-    let fleet = up("localbuf", &["--cloudwatch-local-buffer"]);
+    // At 3600x the store's default retention (3 incident hours) is 3 wall
+    // seconds, shorter than this test's outage: keep 10 incident days so that
+    // nothing buffered expires and every datapoint must come back.
+    let fleet = up(
+        "localbuf",
+        &[
+            "--cloudwatch-local-buffer",
+            "--service-arg",
+            "cloudwatch:--local-buffer-retention=864000",
+        ],
+    );
     fleet.wait_status("every service serving", SETTLE, all_serving);
     tip(&fleet);
     let s = fleet.wait_until(
@@ -271,6 +281,12 @@ fn cloudwatch_local_buffer_keeps_alarms_evaluating_and_backfills_exactly_once() 
     let s = fleet.wait_until("the local buffer backfilled", SETTLE, |s| {
         Ok(try_gauge_u64(s, "cloudwatch", "buffered_datapoints")? == 0)
     });
+    assert_eq!(
+        gauge_u64(&s, "cloudwatch", "expired_datapoints"),
+        0,
+        "nothing expired within the retention: {:?}",
+        service(&s, "cloudwatch")
+    );
     assert!(
         gauge_u64(&s, "cloudwatch", "backfilled_datapoints") >= buffered + 20,
         "{:?}",
