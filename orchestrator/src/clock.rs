@@ -8,13 +8,22 @@ use std::time::Duration;
 /// The placeholder for a value that is not known.
 pub const DASH: &str = "—";
 
+/// The latest incident clock a scenario can name (48:00: the incident's day
+/// and the next).
+pub const MAX_CLOCK_SECS: u64 = 48 * 3600;
+
 /// Incident seconds since 00:00 for "HH:MM", "HH:MM:SS" or "+<duration>"
 /// (an offset from `start_secs`).
 pub fn parse_when(s: &str, start_secs: u64) -> Result<u64, String> {
     if let Some(off) = s.strip_prefix('+') {
         return humantime::parse_duration(off)
-            .map(|d| start_secs + d.as_secs())
-            .map_err(|e| format!("{s:?}: {e} (an offset is like +15m or +1h30m)"));
+            .map_err(|e| format!("{s:?}: {e} (an offset is like +15m or +1h30m)"))
+            .and_then(|d| {
+                start_secs
+                    .checked_add(d.as_secs())
+                    .filter(|t| *t < MAX_CLOCK_SECS)
+                    .ok_or_else(|| format!("{s:?}: the offset ends past 48:00, the latest clock a scenario can hold"))
+            });
     }
     let parts: Vec<&str> = s.split(':').collect();
     let nums: Option<Vec<u64>> = parts.iter().map(|p| p.parse().ok()).collect();
@@ -70,7 +79,8 @@ pub fn parse_clock(s: &str) -> Option<f64> {
             .filter(|x: &f64| (0.0..60.0).contains(x))?,
         None => 0.0,
     };
-    Some((h * 3600 + m * 60) as f64 + sec)
+    let whole = h.checked_mul(3600)?.checked_add(m * 60)?;
+    Some(whole as f64 + sec)
 }
 
 /// `3h10m` style, from incident seconds (the blast-radius table).
@@ -166,7 +176,7 @@ impl IncidentClock {
 
     /// Wall offset at which the incident clock reads `incident_secs`.
     pub fn wall_of(&self, incident_secs: u64) -> Duration {
-        Duration::from_secs_f64(incident_secs.saturating_sub(self.start) as f64 / self.scale)
+        wall_secs(incident_secs.saturating_sub(self.start) as f64 / self.scale)
     }
 
     /// An incident duration in wall time (to the millisecond).
@@ -175,9 +185,19 @@ impl IncidentClock {
     }
 }
 
+/// Wall seconds as a `Duration`, saturating instead of panicking when the
+/// value is out of range (a scale is checked at parse time, so this only
+/// guards arithmetic on extreme but valid inputs).
+fn wall_secs(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+}
+
 /// An incident duration in wall time at `scale` (to the millisecond).
 pub fn to_wall(incident: Duration, scale: f64) -> Duration {
-    let wall = Duration::from_secs_f64(incident.as_secs_f64() / scale);
+    let wall = wall_secs(incident.as_secs_f64() / scale);
     Duration::from_millis(wall.as_millis() as u64)
 }
 

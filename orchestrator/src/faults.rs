@@ -363,6 +363,16 @@ pub fn select(
                 (Ok(a), Ok(b)) if a < b => (a, b),
                 _ => bail!("--target {target}: a range is name[a..b] with a < b"),
             };
+            // Checked before the names are built: a huge range is refused,
+            // not allocated.
+            if (b - a) as usize > names.len() {
+                bail!(
+                    "--target {target}: the range names {} instances; {} are running: {}",
+                    b - a,
+                    names.len(),
+                    names.join(", ")
+                );
+            }
             let want: Vec<String> = (a..b).map(|i| format!("{base}-{i}")).collect();
             let missing: Vec<&String> = want.iter().filter(|w| !names.contains(w)).collect();
             if !missing.is_empty() {

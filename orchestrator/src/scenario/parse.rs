@@ -212,6 +212,9 @@ fn validate_topology(path: &Path, t: &super::Topology) -> anyhow::Result<()> {
             path.display()
         );
     }
+    if let Err(e) = cascade_core::parse::check_time_scale(t.time_scale) {
+        bail!("{}: topology.time_scale: {e}", path.display());
+    }
     for s in &t.services {
         if Service::parse(s).is_none() {
             bail!(

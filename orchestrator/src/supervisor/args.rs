@@ -269,7 +269,7 @@ mod tests {
             (
                 1u32..=MAX_FLEET,
                 prop::option::of(1u64..=MAX_THREAD_LIMIT),
-                1e-3f64..1e6,
+                0.01f64..=86_400.0,
                 any::<bool>(),
                 any::<u64>(),
                 1u16..=64,
