@@ -14,6 +14,10 @@ pub struct SupervisorFile {
     pub control_addr: String,
     /// This run's directory (logs, state).
     pub run_dir: PathBuf,
+    /// The run's token, which mutating control calls need (the file is
+    /// readable by its owner only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// A home set by this process (a scenario run keeps its fleet in its report
@@ -67,6 +71,7 @@ pub fn read(home: &Path) -> anyhow::Result<Option<SupervisorFile>> {
             pid: 0,
             control_addr: addr,
             run_dir: PathBuf::from("(in the orchestrator container)"),
+            token: None,
         }));
     }
     let path = file(home);
@@ -85,11 +90,22 @@ pub fn read(home: &Path) -> anyhow::Result<Option<SupervisorFile>> {
     }
 }
 
-/// Writes `supervisor.json` atomically.
+/// Writes `supervisor.json` atomically, readable and writable by its owner
+/// only (mode 0600: it holds the run's token).
 pub fn write(home: &Path, sup: &SupervisorFile) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(home).with_context(|| format!("mkdir {}", home.display()))?;
     let tmp = home.join(format!("supervisor.json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(sup)?)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(&serde_json::to_vec_pretty(sup)?)?;
+    drop(f);
     std::fs::rename(&tmp, file(home))?;
     Ok(())
 }

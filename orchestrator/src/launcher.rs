@@ -58,6 +58,9 @@ pub struct ChildSpec {
     pub args: Vec<String>,
     /// Kernel thread limit.
     pub limit: ChildLimit,
+    /// The run's token, passed in the environment (never in argv, which
+    /// `ps` shows); the child then demands it on mutating `Control` calls.
+    pub token: Option<String>,
 }
 
 /// A running child process, or (docker mode) a container.
@@ -215,6 +218,11 @@ fn command(spec: &ChildSpec, log_dir: &Path) -> anyhow::Result<(Command, PathBuf
         )
         // Who this process is, for the callee-side `from` filter of faults.
         .env("CASCADE_INSTANCE", &spec.name)
+        .envs(
+            spec.token
+                .iter()
+                .map(|t| (cascade_core::auth::SERVICE_TOKEN_ENV, t)),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));

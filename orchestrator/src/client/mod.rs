@@ -41,6 +41,7 @@ pub fn is_quiet() -> bool {
 use anyhow::{Context, bail};
 use cascade_proto::supervisor as sv;
 use cascade_proto::supervisor::supervisor_client::SupervisorClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::home;
@@ -51,7 +52,12 @@ use crate::status::Status;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
+/// A client of the supervisor's control API that sends the run's token.
+pub type Client = SupervisorClient<InterceptedService<Channel, cascade_core::auth::Bearer>>;
+
+/// Connects to the running supervisor. The token comes from `$CASCADE_TOKEN`
+/// (compose mode) or from the run's `supervisor.json`.
+pub async fn supervisor() -> anyhow::Result<Client> {
     let sup = home::require()?;
     let ch = tokio::time::timeout(
         Duration::from_secs(10),
@@ -61,7 +67,14 @@ pub async fn supervisor() -> anyhow::Result<SupervisorClient<Channel>> {
     .map_err(|_| anyhow::anyhow!("no answer within 10 s"))
     .and_then(|r| r)
     .with_context(|| format!("cannot reach the supervisor at {}", sup.control_addr))?;
-    Ok(SupervisorClient::new(ch))
+    let token = std::env::var(cascade_core::auth::USER_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(sup.token);
+    Ok(SupervisorClient::with_interceptor(
+        ch,
+        cascade_core::auth::Bearer(token),
+    ))
 }
 
 fn rpc_error(what: &str, s: tonic::Status) -> anyhow::Error {

@@ -5,9 +5,7 @@
 use cascade_proto::supervisor as sv;
 use std::time::Duration;
 
-use cascade_proto::supervisor::supervisor_client::SupervisorClient;
 use tokio::sync::mpsc::UnboundedSender;
-use tonic::transport::Channel;
 
 use crate::clock::{parse_duration, to_wall};
 use crate::scenario::Action;
@@ -101,7 +99,7 @@ fn incident_to_wall(
 /// Starts a rolling restart in the supervisor; its progress goes to the
 /// journal through `progress`.
 async fn restart(
-    c: &mut SupervisorClient<Channel>,
+    c: &mut crate::client::Client,
     batch: u32,
     interval: Duration,
     grace: Duration,

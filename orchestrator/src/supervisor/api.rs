@@ -39,6 +39,13 @@ pub(super) struct Api(Arc<Supervisor>);
 
 type Reply<T> = Result<Response<T>, Status>;
 
+impl Api {
+    /// Mutating calls need the run's token; status and listings stay open.
+    fn authorize<T>(&self, r: &Request<T>, call: &str) -> Result<(), Status> {
+        cascade_core::auth::check(r, Some(&self.0.token), call)
+    }
+}
+
 #[tonic::async_trait]
 impl SupervisorApi for Api {
     async fn status(&self, _r: Request<sv::StatusRequest>) -> Reply<sv::StatusReply> {
@@ -48,6 +55,7 @@ impl SupervisorApi for Api {
     }
 
     async fn add_capacity(&self, r: Request<sv::CapacityRequest>) -> Reply<sv::CapacityReply> {
+        self.authorize(&r, "AddCapacity")?;
         let (instances, fleet_size) = self.0.add_capacity(r.into_inner().count).await?;
         Ok(Response::new(sv::CapacityReply {
             instances,
@@ -56,6 +64,7 @@ impl SupervisorApi for Api {
     }
 
     async fn remove_capacity(&self, r: Request<sv::CapacityRequest>) -> Reply<sv::CapacityReply> {
+        self.authorize(&r, "RemoveCapacity")?;
         let (instances, fleet_size) = self.0.remove_capacity(r.into_inner().count).await?;
         Ok(Response::new(sv::CapacityReply {
             instances,
@@ -69,6 +78,7 @@ impl SupervisorApi for Api {
         &self,
         r: Request<sv::RestartRequest>,
     ) -> Reply<Self::RestartFrontendsStream> {
+        self.authorize(&r, "RestartFrontends")?;
         let r = r.into_inner();
         if r.batch == 0 {
             return Err(Status::invalid_argument(
@@ -99,13 +109,15 @@ impl SupervisorApi for Api {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn shutdown(&self, _r: Request<sv::ShutdownRequest>) -> Reply<sv::ShutdownReply> {
+    async fn shutdown(&self, r: Request<sv::ShutdownRequest>) -> Reply<sv::ShutdownReply> {
+        self.authorize(&r, "Shutdown")?;
         tracing::info!("shutdown requested (cascade down)");
         self.0.shutdown.cancel();
         Ok(Response::new(sv::ShutdownReply {}))
     }
 
     async fn shd_post(&self, r: Request<sv::ShdPostRequest>) -> Reply<sv::ShdPostReply> {
+        self.authorize(&r, "ShdPost")?;
         let post = self.0.shd_post(r.into_inner()).await?;
         Ok(Response::new(sv::ShdPostReply { post: Some(post) }))
     }
@@ -117,12 +129,14 @@ impl SupervisorApi for Api {
     }
 
     async fn configure(&self, r: Request<sv::ConfigureRequest>) -> Reply<sv::ConfigureReply> {
+        self.authorize(&r, "Configure")?;
         let r = r.into_inner();
         let applied = self.0.configure(&r.target, &r.key, &r.value).await?;
         Ok(Response::new(sv::ConfigureReply { applied }))
     }
 
     async fn inject_fault(&self, r: Request<sv::InjectFaultRequest>) -> Reply<sv::ActiveFault> {
+        self.authorize(&r, "InjectFault")?;
         let spec: FaultSpec = serde_json::from_str(&r.into_inner().spec_json)
             .map_err(|e| Status::invalid_argument(format!("fault spec: {e}")))?;
         Ok(Response::new(self.0.inject_fault(spec).await?))
@@ -138,6 +152,7 @@ impl SupervisorApi for Api {
         &self,
         r: Request<sv::ClearFaultsRequest>,
     ) -> Reply<sv::ClearFaultsReply> {
+        self.authorize(&r, "ClearFaults")?;
         let id = r.into_inner().id;
         let cleared = self.0.clear_faults(&id).await;
         if !id.is_empty() && cleared.is_empty() {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use cascade_core::threadlimit::InstanceCgroup;
-use cascade_proto::control::control_client::ControlClient;
 use cascade_proto::control::{ClearFaultRequest, ConfigureRequest, GrpcFault};
 use cascade_proto::supervisor as sv;
 use parking_lot::Mutex;
@@ -346,7 +345,7 @@ async fn apply_grpc(id: &str, spec: &FaultSpec, t: &Targets) -> Result<Applied, 
     let mut applied = Vec::new();
     for x in &targets {
         let e = t.entry(x)?;
-        if let Err(s) = ControlClient::new(e.channel.clone())
+        if let Err(s) = cascade_core::auth::control(e.channel.clone())
             .inject_fault(fault.clone())
             .await
         {
@@ -385,7 +384,7 @@ async fn apply_partition(
     for (from, to) in pairs {
         let (f, to_addr) = (t.entry(from)?, &t.entry(to)?.addr);
         let fault = grpc_fault(id, spec, Some(to_addr));
-        if let Err(s) = ControlClient::new(f.channel.clone())
+        if let Err(s) = cascade_core::auth::control(f.channel.clone())
             .inject_fault(fault)
             .await
         {
@@ -425,7 +424,7 @@ async fn apply_configure(
 }
 
 async fn configure(ch: Channel, key: &str, value: &str) -> Result<(), tonic::Status> {
-    ControlClient::new(ch)
+    cascade_core::auth::control(ch)
         .configure(ConfigureRequest {
             key: key.to_owned(),
             value: value.to_owned(),
@@ -483,7 +482,7 @@ fn grpc_fault(id: &str, spec: &FaultSpec, to: Option<&str>) -> GrpcFault {
 
 async fn revert_grpc(id: &str, channels: &[Channel]) {
     for ch in channels {
-        if let Err(s) = ControlClient::new(ch.clone())
+        if let Err(s) = cascade_core::auth::control(ch.clone())
             .clear_fault(ClearFaultRequest { id: id.to_owned() })
             .await
         {

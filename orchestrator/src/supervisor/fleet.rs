@@ -136,6 +136,7 @@ impl Supervisor {
             program: launcher::binary("kinesis-backend")?,
             args: vec![],
             limit: ChildLimit::None,
+            token: Some(self.token.clone()),
         };
         let (addr, listener, mut child) = match &self.docker {
             Some(d) => {
@@ -255,6 +256,7 @@ impl Supervisor {
             program: launcher::binary("kinesis-frontend")?,
             args: self.frontend_args(&id, backend, membership),
             limit: ChildLimit::None,
+            token: Some(self.token.clone()),
         };
         let (addr, listener, child) = match &self.docker {
             Some(d) => {
@@ -342,6 +344,7 @@ impl Supervisor {
                 program: launcher::binary(p.service.name())?,
                 args: topology::args_for(p, &self.args.topology, addrs),
                 limit: ChildLimit::None,
+                token: Some(self.token.clone()),
             };
             let (listener, child) = match &self.docker {
                 Some(d) => (None, RunningChild::container(d.adopt(&p.name).await?.1)),

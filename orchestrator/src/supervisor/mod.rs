@@ -77,6 +77,9 @@ impl From<anyhow::Error> for SupervisorError {
 pub struct Supervisor {
     /// The run's flags.
     args: UpArgs,
+    /// The run's token: mutating control calls need it, and the supervisor
+    /// sends it with its own calls to the services (see `cascade_core::auth`).
+    token: String,
     /// Logs and state of this run.
     run_dir: PathBuf,
     /// How each front-end's thread limit is enforced (and the run's cgroup).
@@ -242,9 +245,15 @@ async fn prepare(
         )?),
         None => None,
     };
+    let token = std::env::var(cascade_core::auth::USER_TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(cascade_core::auth::generate);
+    cascade_core::auth::set_outgoing(&token);
     Ok(Supervisor {
         _reaper: reaper,
         args,
+        token,
         run_dir,
         plan,
         fleet: tokio::sync::Mutex::default(),
@@ -294,6 +303,7 @@ async fn serve(
             pid: std::process::id(),
             control_addr: control_addr.clone(),
             run_dir: sup.run_dir.clone(),
+            token: Some(sup.token.clone()),
         },
     )?;
     println!(

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use cascade_proto::control::ConfigureRequest;
-use cascade_proto::control::control_client::ControlClient;
 
 use super::watch::Role;
 use super::{Supervisor, SupervisorError};
@@ -37,7 +36,7 @@ impl Supervisor {
         }
         let mut applied = HashMap::new();
         for t in targets {
-            let resp = ControlClient::new(t.channel.clone())
+            let resp = cascade_core::auth::control(t.channel.clone())
                 .configure(ConfigureRequest {
                     key: key.to_owned(),
                     value: value.to_owned(),

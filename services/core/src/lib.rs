@@ -6,6 +6,7 @@
 //! cause chains every service reports as evidence of the cascade, and the
 //! tests' one wait.
 
+pub mod auth;
 pub mod binary;
 pub mod clients;
 pub mod deps;

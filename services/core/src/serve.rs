@@ -79,6 +79,7 @@ impl Control for ControlService {
         &self,
         req: Request<ConfigureRequest>,
     ) -> Result<Response<ConfigureResponse>, Status> {
+        crate::auth::check(&req, crate::auth::service_token(), "Configure")?;
         let r = req.into_inner();
         let applied = if r.key == "thread_hog" {
             crate::fault::set_thread_hog(&r.value)?
@@ -93,6 +94,7 @@ impl Control for ControlService {
         &self,
         req: Request<GrpcFault>,
     ) -> Result<Response<InjectFaultResponse>, Status> {
+        crate::auth::check(&req, crate::auth::service_token(), "InjectFault")?;
         crate::fault::registry().inject(req.into_inner())?;
         Ok(Response::new(InjectFaultResponse {}))
     }
@@ -101,6 +103,7 @@ impl Control for ControlService {
         &self,
         req: Request<ClearFaultRequest>,
     ) -> Result<Response<ClearFaultResponse>, Status> {
+        crate::auth::check(&req, crate::auth::service_token(), "ClearFault")?;
         let cleared = crate::fault::registry().clear(&req.into_inner().id);
         Ok(Response::new(ClearFaultResponse { cleared }))
     }
