@@ -265,5 +265,40 @@ def one_down():
     check(True, "30 PutRecord calls succeeded with one front-end killed")
 
 
-{"healthy": healthy, "bad": bad_requests, "outage": outage, "recovered": recovered,
+def throttled():
+    """One front-end, 4 worker slots, each data-plane call holding one for
+    the modelled request cost: 12 concurrent PutRecords cannot all get a
+    slot within the slot wait."""
+    from concurrent.futures import ThreadPoolExecutor
+    k = client(NO_RETRIES)
+    k.create_stream(StreamName="busy", ShardCount=1)
+    k.get_waiter("stream_exists").wait(StreamName="busy", WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+    def put(i):
+        c = client(NO_RETRIES)
+        try:
+            r = c.put_record(StreamName="busy", Data=f"busy-{i}".encode(), PartitionKey=f"k{i}")
+            return ("ok", r["SequenceNumber"])
+        except botocore.exceptions.ClientError as e:
+            return (e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"])
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(put, range(12)))
+    codes = [r[0] for r in results]
+    check("ok" in codes, f"some calls got a worker slot ({codes})")
+    check(("ProvisionedThroughputExceededException", 400) in results,
+          f"the rest are throttled: ProvisionedThroughputExceededException 400 ({results})")
+    check(set(codes) <= {"ok", "ProvisionedThroughputExceededException"}, f"nothing else ({codes})")
+    stored = [x for x in read_all_of(client(DEFAULT_RETRIES), "busy")]
+    check(len(stored) == codes.count("ok"),
+          f"exactly the acknowledged records are stored ({len(stored)} stored, {codes.count('ok')} acknowledged)")
+
+
+def read_all_of(k, stream):
+    it = k.get_shard_iterator(StreamName=stream, ShardId="shardId-000000000000",
+                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    return k.get_records(ShardIterator=it)["Records"]
+
+
+{"throttled": throttled, "healthy": healthy, "bad": bad_requests, "outage": outage, "recovered": recovered,
  "one-down": one_down}[PHASE]()

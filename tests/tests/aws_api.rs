@@ -28,7 +28,8 @@ fn require_clients() {
         .args(["-c", "import boto3, cbor2"])
         .output();
     let aws = Command::new("aws").arg("--version").output();
-    let ok = |o: &std::io::Result<std::process::Output>| o.as_ref().is_ok_and(|o| o.status.success());
+    let ok =
+        |o: &std::io::Result<std::process::Output>| o.as_ref().is_ok_and(|o| o.status.success());
     assert!(
         ok(&py) && ok(&aws),
         "this test drives real AWS clients: it needs python3 with boto3 and cbor2, and the AWS CLI \
@@ -71,7 +72,10 @@ fn real_aws_clients_through_health_outage_recovery_and_a_lost_frontend() {
 
     // Tip the fleet: capacity past the thread limit makes every map unusable.
     let base = u64::from(s.frontends[0].base_threads);
-    assert!(base + 2 <= 7, "base_threads ({base}) must leave room for 2 peers");
+    assert!(
+        base + 2 <= 7,
+        "base_threads ({base}) must leave room for 2 peers"
+    );
     let extra = 7 - base;
     fleet.ok(&["add-capacity", &extra.to_string()]);
     fleet.wait_status("every shard-map unusable", LEARN, |s| {
@@ -93,4 +97,38 @@ fn real_aws_clients_through_health_outage_recovery_and_a_lost_frontend() {
             .any(|f| f.name == victim.name && f.shard_map == MapState::Down)
     });
     phase("one-down", &endpoint, &state);
+}
+
+/// Throttling reaches AWS clients as AWS names it: with each data-plane
+/// call holding a worker slot for the modelled request cost, calls that
+/// find no free slot within the slot wait are
+/// ProvisionedThroughputExceededException, and only acknowledged records
+/// are stored.
+#[test]
+fn calls_without_a_worker_slot_are_provisioned_throughput_exceeded() {
+    require_clients();
+    let fleet = Fleet::up(
+        "aws-busy",
+        &[
+            "--services",
+            "kinesis",
+            "--frontends",
+            "1",
+            "--thread-limit",
+            "64",
+            "--time-scale",
+            "3600",
+            "--request-cost",
+            "2s",
+            "--traffic-rate",
+            "0",
+        ],
+    );
+    let s = fleet.wait_status("1 ready", LEARN, |s| full_mesh(s, 1));
+    let endpoint = s
+        .endpoints
+        .kinesis_aws
+        .clone()
+        .unwrap_or_else(|| panic!("no endpoints.kinesis_aws in status: {}", pretty(&s)));
+    phase("throttled", &endpoint, &fleet.home.dir.join("unused.json"));
 }

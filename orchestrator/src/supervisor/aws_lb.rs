@@ -66,7 +66,10 @@ pub fn in_rotation(targets: &[Target]) -> Vec<&Target> {
 }
 
 /// A service forwarding calls to one front-end.
-fn target_service(client: Client<HttpConnector, Full<Bytes>>, addr: String) -> BoxService<Req, Resp, BoxError> {
+fn target_service(
+    client: Client<HttpConnector, Full<Bytes>>,
+    addr: String,
+) -> BoxService<Req, Resp, BoxError> {
     BoxService::new(tower::service_fn(move |mut req: Req| {
         let client = client.clone();
         let addr = addr.clone();
@@ -108,7 +111,9 @@ where
     let addr = listener.local_addr()?;
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Change<String, BoxService<Req, Resp, BoxError>>, Infallible>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<Change<String, BoxService<Req, Resp, BoxError>>, Infallible>,
+    >(64);
     let discover = PendingRequestsDiscover::new(
         tokio_stream::wrappers::ReceiverStream::new(rx),
         CompleteOnResponse::default(),
@@ -246,9 +251,17 @@ mod tests {
     #[test]
     fn healthy_front_ends_are_in_rotation_and_it_fails_open_without_any() {
         let keys = |v: Vec<&Target>| v.into_iter().map(|t| t.key.clone()).collect::<Vec<_>>();
-        let fleet = [t("a", true, true), t("b", false, true), t("c", false, false)];
+        let fleet = [
+            t("a", true, true),
+            t("b", false, true),
+            t("c", false, false),
+        ];
         assert_eq!(keys(in_rotation(&fleet)), ["a"]);
-        let sick = [t("a", false, true), t("b", false, true), t("c", false, false)];
+        let sick = [
+            t("a", false, true),
+            t("b", false, true),
+            t("c", false, false),
+        ];
         assert_eq!(keys(in_rotation(&sick)), ["a", "b"]);
         assert!(in_rotation(&[t("c", false, false)]).is_empty());
     }
