@@ -1256,12 +1256,18 @@ mod tests {
 
     #[test]
     fn auth_needs_the_sigv4_shape_and_yields_the_region() {
-        assert_eq!(check_auth(Some(AUTH)).unwrap(), "us-east-1");
         assert_eq!(
-            check_auth(None).unwrap_err().kind,
+            check_auth(Some(AUTH)).expect("must be accepted"),
+            "us-east-1"
+        );
+        assert_eq!(
+            check_auth(None).expect_err("must be refused").kind,
             "MissingAuthenticationTokenException"
         );
-        assert_eq!(check_auth(None).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            check_auth(None).expect_err("must be refused").status,
+            StatusCode::FORBIDDEN
+        );
         for bad in [
             "Basic dXNlcjpwYXNz",
             "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=abc",
@@ -1269,7 +1275,7 @@ mod tests {
             "AWS4-HMAC-SHA256 Credential=AKID, SignedHeaders=host, Signature=abc",
         ] {
             assert_eq!(
-                check_auth(Some(bad)).unwrap_err().kind,
+                check_auth(Some(bad)).expect_err("must be refused").kind,
                 "IncompleteSignatureException",
                 "{bad}"
             );
@@ -1279,7 +1285,7 @@ mod tests {
     #[test]
     fn targets_name_operations_and_nothing_else() {
         assert_eq!(
-            Op::from_target(Some("Kinesis_20131202.PutRecords")).unwrap(),
+            Op::from_target(Some("Kinesis_20131202.PutRecords")).expect("must be accepted"),
             Op::PutRecords
         );
         assert_eq!(Op::PutRecords.plane(), Plane::Data);
@@ -1290,7 +1296,7 @@ mod tests {
             Some("DynamoDB_20120810.PutItem"),
             Some("PutRecord"),
         ] {
-            let e = Op::from_target(bad).unwrap_err();
+            let e = Op::from_target(bad).expect_err("must be refused");
             assert_eq!(e.kind, "UnknownOperationException", "{bad:?}");
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
         }
@@ -1302,20 +1308,20 @@ mod tests {
             Format::Json,
             br#"{"StreamName":"s","Data":"aGVsbG8=","PartitionKey":"k"}"#,
         )
-        .unwrap();
+        .expect("must be accepted");
         assert_eq!(r.data, Some(Blob(b"hello".to_vec())));
-        assert_eq!(r.stream.name().unwrap(), "s");
+        assert_eq!(r.stream.name().expect("must be accepted"), "s");
         for bad in [
             &b"{not json"[..],
             br#"{"Data":"!!!"}"#,
             br#"{"StreamName":5}"#,
         ] {
-            let e = decode::<PutRecordIn>(Format::Json, bad).unwrap_err();
+            let e = decode::<PutRecordIn>(Format::Json, bad).expect_err("must be refused");
             assert_eq!(e.kind, "SerializationException");
         }
         assert_eq!(
             decode::<PutRecordIn>(Format::Cbor, b"\xff\x00")
-                .unwrap_err()
+                .expect_err("must be refused")
                 .kind,
             "SerializationException"
         );
@@ -1332,8 +1338,8 @@ mod tests {
             ]),
             &mut body,
         )
-        .unwrap();
-        let r: PutRecordIn = decode(Format::Cbor, &body).unwrap();
+        .expect("must be accepted");
+        let r: PutRecordIn = decode(Format::Cbor, &body).expect("must be accepted");
         assert_eq!(r.data, Some(Blob(vec![0, 1, 255])));
         let out = encode(
             Format::Cbor,
@@ -1344,8 +1350,8 @@ mod tests {
                 partition_key: "k".into(),
             },
         );
-        let v: ciborium::Value = ciborium::from_reader(&out[..]).unwrap();
-        let map = v.as_map().unwrap();
+        let v: ciborium::Value = ciborium::from_reader(&out[..]).expect("must be accepted");
+        let map = v.as_map().expect("must be accepted");
         let get = |k: &str| {
             map.iter()
                 .find(|(a, _)| a.as_text() == Some(k))
@@ -1365,7 +1371,7 @@ mod tests {
                 partition_key: "k".into(),
             },
         ))
-        .unwrap();
+        .expect("must be accepted");
         assert_eq!(json["Data"], "aGk=");
         assert_eq!(json["ApproximateArrivalTimestamp"], 1_606_300_000.5);
     }
@@ -1376,9 +1382,9 @@ mod tests {
         struct T {
             t: Timestamp,
         }
-        let s: T = serde_json::from_str(r#"{"t":1606300000.25}"#).unwrap();
+        let s: T = serde_json::from_str(r#"{"t":1606300000.25}"#).expect("must be accepted");
         assert_eq!(s.t, Timestamp(1_606_300_000_250));
-        let ms: T = serde_json::from_str(r#"{"t":1606300000250}"#).unwrap();
+        let ms: T = serde_json::from_str(r#"{"t":1606300000250}"#).expect("must be accepted");
         assert_eq!(ms.t, Timestamp(1_606_300_000_250));
     }
 
@@ -1397,7 +1403,7 @@ mod tests {
                 message: &e.message,
             },
         );
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("must be accepted");
         assert_eq!(v["__type"], "ValidationException");
         assert_eq!(v["message"], "too big");
     }
@@ -1461,14 +1467,16 @@ mod tests {
         for bad in [None, Some(""), Some(&*"x".repeat(257))] {
             assert_eq!(
                 validate_partition_key("partitionKey", bad)
-                    .unwrap_err()
+                    .expect_err("must be refused")
                     .kind,
                 "ValidationException"
             );
         }
         let big = Blob(vec![0; cascade_core::keyspace::MAX_RECORD_BYTES + 1]);
         assert_eq!(
-            validate_data("data", Some(big)).unwrap_err().kind,
+            validate_data("data", Some(big))
+                .expect_err("must be refused")
+                .kind,
             "ValidationException"
         );
         assert!(validate_data("data", Some(Blob(vec![0; 1024 * 1024]))).is_ok());
@@ -1487,19 +1495,25 @@ mod tests {
             assert!(validate_sequence_number(bad).is_err(), "{bad}");
         }
         assert_eq!(
-            StreamRef::default().name().unwrap_err().kind,
+            StreamRef::default()
+                .name()
+                .expect_err("must be refused")
+                .kind,
             "ValidationException"
         );
         let by_arn = StreamRef {
             stream_name: None,
             stream_arn: Some("arn:aws:kinesis:eu-west-1:000000000000:stream/orders".into()),
         };
-        assert_eq!(by_arn.name().unwrap(), "orders");
+        assert_eq!(by_arn.name().expect("must be accepted"), "orders");
         let bad_name = StreamRef {
             stream_name: Some("no spaces".into()),
             stream_arn: None,
         };
-        assert_eq!(bad_name.name().unwrap_err().kind, "ValidationException");
+        assert_eq!(
+            bad_name.name().expect_err("must be refused").kind,
+            "ValidationException"
+        );
     }
 
     #[test]
@@ -1511,24 +1525,33 @@ mod tests {
         }
         .encode();
         let it = wrap_iterator(&inner, 1_000_000);
-        assert_eq!(unwrap_iterator(&it, 1_000_000 + 299_000).unwrap(), inner);
         assert_eq!(
-            unwrap_iterator(&it, 1_000_000 + 301_000).unwrap_err().kind,
+            unwrap_iterator(&it, 1_000_000 + 299_000).expect("must be accepted"),
+            inner
+        );
+        assert_eq!(
+            unwrap_iterator(&it, 1_000_000 + 301_000)
+                .expect_err("must be refused")
+                .kind,
             "ExpiredIteratorException"
         );
         for bad in ["garbage", "abc.123", &format!("{inner}.x")] {
             assert_eq!(
-                unwrap_iterator(bad, 1_000_000).unwrap_err().kind,
+                unwrap_iterator(bad, 1_000_000)
+                    .expect_err("must be refused")
+                    .kind,
                 "InvalidArgumentException",
                 "{bad}"
             );
         }
         assert_eq!(
-            unwrap_iterator("", 0).unwrap_err().kind,
+            unwrap_iterator("", 0).expect_err("must be refused").kind,
             "ValidationException"
         );
         assert_eq!(
-            unwrap_iterator(&"a".repeat(513), 0).unwrap_err().kind,
+            unwrap_iterator(&"a".repeat(513), 0)
+                .expect_err("must be refused")
+                .kind,
             "ValidationException"
         );
     }
