@@ -332,7 +332,14 @@ async fn start_aws_endpoint(sup: &Arc<Supervisor>) -> anyhow::Result<()> {
             .collect()
     };
     let ep = aws_lb::start(sup.args.kinesis_aws_listen, targets, sup.shutdown.clone()).await?;
-    let url = format!("http://{}", ep.addr);
+    // Bound to every interface (compose): clients on this host and the
+    // default published port both reach it at loopback.
+    let shown = if ep.addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], ep.addr.port()))
+    } else {
+        ep.addr
+    };
+    let url = format!("http://{shown}");
     println!("cascade: AWS Kinesis endpoint {url} (balanced over the front-ends)");
     *sup.kinesis_aws.lock() = Some(url);
     Ok(())
