@@ -225,18 +225,16 @@ pub fn check_auth(authorization: Option<&str>) -> Result<String, AwsError> {
 
 /// Reads a request body as `T`; anything unreadable is SerializationException.
 pub fn decode<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, AwsError> {
-    let body = if body.is_empty() { &b"{}"[..] } else { body };
+    // An empty body is an empty input, in either format.
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| AwsError::serialization(format!("body is not valid input: {e}")));
+    }
     match format {
         Format::Json => serde_json::from_slice(body)
             .map_err(|e| AwsError::serialization(format!("body is not valid input: {e}"))),
-        Format::Cbor => {
-            if body == b"{}" {
-                return serde_json::from_slice(body)
-                    .map_err(|e| AwsError::serialization(e.to_string()));
-            }
-            ciborium::from_reader(body)
-                .map_err(|e| AwsError::serialization(format!("body is not valid CBOR input: {e}")))
-        }
+        Format::Cbor => ciborium::from_reader(body)
+            .map_err(|e| AwsError::serialization(format!("body is not valid CBOR input: {e}"))),
     }
 }
 
@@ -1318,6 +1316,11 @@ mod tests {
         ] {
             let e = decode::<PutRecordIn>(Format::Json, bad).expect_err("must be refused");
             assert_eq!(e.kind, "SerializationException");
+        }
+        for format in [Format::Json, Format::Cbor] {
+            let empty: ListStreamsIn =
+                decode(format, b"").expect("an empty body is an empty input");
+            assert_eq!(empty.limit, None);
         }
         assert_eq!(
             decode::<PutRecordIn>(Format::Cbor, b"\xff\x00")
