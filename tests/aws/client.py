@@ -128,6 +128,26 @@ def healthy():
     check(desc["HasMoreShards"] and len(desc["Shards"]) == 1, "DescribeStream pages shards (HasMoreShards)")
     names = k.list_streams(Limit=1000)["StreamNames"]
     check(STREAM in names, "ListStreams lists the stream")
+    first = k.list_streams(Limit=1)
+    paged = [n for page in k.get_paginator("list_streams").paginate(PaginationConfig={"PageSize": 1})
+             for n in page["StreamNames"]]
+    check(first["HasMoreStreams"] == (len(names) > 1) and paged == names,
+          f"ListStreams pages one stream at a time (HasMoreStreams, NextToken): {paged}")
+    # As AWS: a NextToken call names no stream (the token does).
+    page = k.list_shards(StreamName=STREAM, MaxResults=1)
+    shards = [s["ShardId"] for s in page["Shards"]]
+    page = k.list_shards(NextToken=page["NextToken"], MaxResults=1)
+    shards += [s["ShardId"] for s in page["Shards"]]
+    check(shards == ["shardId-000000000000", "shardId-000000000001"] and "NextToken" not in page,
+          f"ListShards pages by NextToken: {shards}")
+    e = error_of(lambda: k.list_shards(StreamName=STREAM, NextToken="x"))
+    check(e is not None and e["Error"]["Code"] == "InvalidArgumentException",
+          "ListShards refuses NextToken with StreamName, as AWS")
+    k.create_stream(StreamName="short-lived", ShardCount=1)
+    k.delete_stream(StreamName="short-lived")
+    e = error_of(lambda: k.describe_stream_summary(StreamName="short-lived"))
+    check(e is not None and e["Error"]["Code"] == "ResourceNotFoundException"
+          and "short-lived" not in k.list_streams()["StreamNames"], "DeleteStream removes the stream")
     acked = []
     r = k.put_record(StreamName=STREAM, Data=b"first", PartitionKey="p0")
     acked.append([r["ShardId"], r["SequenceNumber"], b"first".hex()])
