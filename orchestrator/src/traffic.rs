@@ -205,6 +205,7 @@ impl Caller {
                             shard_id: put.into_inner().shard_id,
                             shard_iterator_type: kpb::ShardIteratorType::Latest as i32,
                             starting_sequence_number: String::new(),
+                            timestamp_ms: 0,
                         })
                         .await?
                         .into_inner()

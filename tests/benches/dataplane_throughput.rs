@@ -60,6 +60,12 @@ impl Kinesis for Echo {
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
         Err(Status::unimplemented("echo"))
     }
+    async fn delete_stream(
+        &self,
+        _: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
 }
 
 fn serve_echo(addr: String) {

@@ -124,6 +124,7 @@ fn bad_instances_and_rpc_fields_get_clear_errors() {
                 shard_id: "shardId-000000000009".into(),
                 shard_iterator_type: pb::ShardIteratorType::TrimHorizon as i32,
                 starting_sequence_number: String::new(),
+                timestamp_ms: 0,
             })
             .await,
         );

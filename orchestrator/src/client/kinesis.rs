@@ -197,6 +197,7 @@ async fn get_records(
             shard_id,
             shard_iterator_type: pb::ShardIteratorType::TrimHorizon as i32,
             starting_sequence_number: String::new(),
+            timestamp_ms: 0,
         })
         .await
         .map_err(|s| rpc_error("get-records", s))?

@@ -69,6 +69,11 @@ pub struct UpArgs {
     /// can carry (0s: no bound).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub request_cost: std::time::Duration,
+    /// Where the balanced AWS Kinesis endpoint listens (boto3, the AWS CLI
+    /// and AWS SDKs point AWS_ENDPOINT_URL at it); port 0 picks a free
+    /// port. `status --json` shows it as `endpoints.kinesis_aws`.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub kinesis_aws_listen: std::net::SocketAddr,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
@@ -133,6 +138,7 @@ impl UpArgs {
                 humantime::format_duration(self.request_cost)
             ),
         ];
+        v.push(format!("--kinesis-aws-listen={}", self.kinesis_aws_listen));
         if self.detach {
             v.push("--detach".into());
         }
@@ -282,6 +288,7 @@ mod tests {
                 docker(),
                 any::<bool>(),
                 prop::option::of(any::<u32>()),
+                (any::<[u8; 4]>(), any::<u16>()),
             ),
         )
             .prop_map(
@@ -295,6 +302,7 @@ mod tests {
                         docker,
                         daemon,
                         exit_with,
+                        (aws_ip, aws_port),
                     ),
                 )| UpArgs {
                     frontends,
@@ -307,6 +315,7 @@ mod tests {
                     bootstrap,
                     learning_jitter,
                     request_cost: Duration::from_micros(cost_us),
+                    kinesis_aws_listen: std::net::SocketAddr::from((aws_ip, aws_port)),
                     topology,
                     docker,
                     daemon,

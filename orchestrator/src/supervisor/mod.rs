@@ -12,6 +12,7 @@
 mod alarm;
 mod api;
 mod args;
+mod aws_lb;
 mod faults;
 mod fleet;
 mod readiness;
@@ -98,6 +99,8 @@ pub struct Supervisor {
     alarm: alarm::Alarm,
     /// Restarted front-ends removed for not being ready within the grace.
     restart_removals: AtomicU64,
+    /// The balanced AWS Kinesis endpoint, `http://ADDR`, once it serves.
+    kinesis_aws: Mutex<Option<String>>,
     /// Cancelled to take the run down.
     shutdown: CancellationToken,
     /// Docker mode: the engine, the compose project and its containers.
@@ -263,6 +266,7 @@ async fn prepare(
         faults: faults::Faults::default(),
         alarm: alarm::Alarm::default(),
         restart_removals: AtomicU64::new(0),
+        kinesis_aws: Mutex::default(),
         shutdown,
         docker,
     })
@@ -279,6 +283,7 @@ async fn serve(
         _ = sup.shutdown.cancelled() => return Ok(()),
     }
     sup.watch_once().await;
+    start_aws_endpoint(sup).await?;
     control.set_nonblocking(true)?;
     let control_addr = control.local_addr()?.to_string();
     let listener = tokio::net::TcpListener::from_std(control)?;
@@ -315,6 +320,38 @@ async fn serve(
     watch_until_shutdown(sup).await;
     println!("cascade: stopping ...");
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+/// Starts the balanced AWS Kinesis endpoint over the main fleet's
+/// front-ends (health from the supervisor's watch) and records its address.
+async fn start_aws_endpoint(sup: &Arc<Supervisor>) -> anyhow::Result<()> {
+    let watched = sup.clone();
+    let targets = move || {
+        watched
+            .status()
+            .frontends
+            .into_iter()
+            .filter(|f| f.fleet.is_empty() && !f.addr.is_empty())
+            .map(|f| aws_lb::Target {
+                key: format!("{}@{}", f.name, f.addr),
+                healthy: f.shard_map == crate::state::MapState::Ready,
+                up: f.shard_map != crate::state::MapState::Down,
+                addr: f.addr,
+            })
+            .collect()
+    };
+    let ep = aws_lb::start(sup.args.kinesis_aws_listen, targets, sup.shutdown.clone()).await?;
+    // Bound to every interface (compose): clients on this host and the
+    // default published port both reach it at loopback.
+    let shown = if ep.addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], ep.addr.port()))
+    } else {
+        ep.addr
+    };
+    let url = format!("http://{shown}");
+    println!("cascade: AWS Kinesis endpoint {url} (balanced over the front-ends)");
+    *sup.kinesis_aws.lock() = Some(url);
     Ok(())
 }
 

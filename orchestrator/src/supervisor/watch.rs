@@ -245,7 +245,10 @@ impl Supervisor {
             traffic_rate: self.args.topology.traffic_rate,
             supervisor_pid: std::process::id(),
             alarms: self.alarm.raised(),
-            endpoints: Default::default(),
+            endpoints: crate::status::Endpoints {
+                kinesis_aws: self.kinesis_aws.lock().clone(),
+                ..Default::default()
+            },
             restart_removals: self
                 .restart_removals
                 .load(std::sync::atomic::Ordering::Relaxed),

@@ -250,6 +250,7 @@ impl StreamReader {
                                 shard_id: shard.clone(),
                                 shard_iterator_type: kind as i32,
                                 starting_sequence_number: String::new(),
+                                timestamp_ms: 0,
                             })
                             .await
                             .map_err(|s| Kinesis.error("GetShardIterator", s))?

@@ -332,9 +332,14 @@ impl Kinesis for Backend {
             Ok(pb::ShardIteratorType::AfterSequenceNumber) => {
                 parse_seq("starting_sequence_number", &r.starting_sequence_number)? + 1
             }
+            Ok(pb::ShardIteratorType::AtTimestamp) => shard
+                .records
+                .iter()
+                .find(|x| x.arrival_ms >= r.timestamp_ms)
+                .map_or(shard.next_seq, |x| x.seq),
             _ => {
                 return Err(ServiceError::invalid(
-                    "shard_iterator_type: use TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER",
+                    "shard_iterator_type: use TRIM_HORIZON, LATEST, AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER or AT_TIMESTAMP",
                 )
                 .into());
             }
@@ -398,6 +403,21 @@ impl Kinesis for Backend {
             next_shard_iterator: next.encode(),
             millis_behind_latest: behind,
         }))
+    }
+
+    async fn delete_stream(
+        &self,
+        req: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        let r = req.into_inner();
+        keyspace::validate_stream_name(&r.stream_name)?;
+        let mut state = self.lock();
+        if state.streams.remove(&r.stream_name).is_none() {
+            return Err(unknown_stream(&r.stream_name).into());
+        }
+        state.metadata_version += 1;
+        tracing::info!(stream = %r.stream_name, "stream deleted");
+        Ok(Response::new(pb::DeleteStreamResponse {}))
     }
 
     async fn list_shards(

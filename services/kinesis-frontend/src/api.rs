@@ -71,29 +71,63 @@ impl FrontendApi {
     }
 }
 
-#[tonic::async_trait]
-impl Kinesis for FrontendApi {
-    async fn create_stream(
+/// The work of each call once it holds its worker slot: the gRPC API and
+/// the AWS API ([`crate::aws`]) both run these, so both route with the same
+/// `ShardMap`, pay the same modelled request cost and reach the same back
+/// ends. The caller takes the slot ([`FrontendApi::slot`]).
+impl FrontendApi {
+    /// A worker slot for one request, or UNAVAILABLE naming who holds them.
+    pub(crate) async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
+        self.0.slot().await
+    }
+
+    pub(crate) async fn create_stream_held(
         &self,
-        req: Request<pb::CreateStreamRequest>,
-    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        keyspace::validate_stream_name(&req.get_ref().stream_name)?;
+        req: pb::CreateStreamRequest,
+    ) -> Result<pb::CreateStreamResponse, Status> {
+        keyspace::validate_stream_name(&req.stream_name)?;
         // Stream creation is a control-plane call: it goes to the metadata
         // store's owner directly and needs no shard map.
         let resp = KinesisClient::new(self.0.backend.clone())
-            .create_stream(req.into_inner())
-            .await?;
+            .create_stream(req)
+            .await?
+            .into_inner();
         let _ = self.0.refresh_metadata().await;
         Ok(resp)
     }
 
-    async fn put_record(
+    pub(crate) async fn delete_stream_held(
         &self,
-        req: Request<pb::PutRecordRequest>,
-    ) -> Result<Response<pb::PutRecordResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        let r = req.get_ref();
+        req: pb::DeleteStreamRequest,
+    ) -> Result<pb::DeleteStreamResponse, Status> {
+        keyspace::validate_stream_name(&req.stream_name)?;
+        // Control plane, like CreateStream: straight to the metadata store.
+        let resp = KinesisClient::new(self.0.backend.clone())
+            .delete_stream(req)
+            .await?
+            .into_inner();
+        let _ = self.0.refresh_metadata().await;
+        Ok(resp)
+    }
+
+    /// The names of every stream, read from the metadata store (so a
+    /// stream another front-end just created is listed), sorted.
+    pub(crate) async fn stream_names_held(&self) -> Result<Vec<String>, Status> {
+        self.0.refresh_metadata().await.map_err(|e| {
+            Status::from(ServiceError::unavailable(format!(
+                "metadata store unreachable: {}",
+                e.message()
+            )))
+        })?;
+        let mut names: Vec<String> = self.0.map().streams.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    pub(crate) async fn put_record_held(
+        &self,
+        r: pb::PutRecordRequest,
+    ) -> Result<pb::PutRecordResponse, Status> {
         let hash = keyspace::validate_put(
             &r.stream_name,
             &r.partition_key,
@@ -103,15 +137,13 @@ impl Kinesis for FrontendApi {
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::owner_of(&routes, hash)?;
         self.0.serve().await;
-        Ok(self.client(route)?.put_record(req.into_inner()).await?)
+        Ok(self.client(route)?.put_record(r).await?.into_inner())
     }
 
-    async fn put_records(
+    pub(crate) async fn put_records_held(
         &self,
-        req: Request<pb::PutRecordsRequest>,
-    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        let r = req.into_inner();
+        r: pb::PutRecordsRequest,
+    ) -> Result<pb::PutRecordsResponse, Status> {
         keyspace::validate_batch_len(r.records.len())?;
         let routes = self.routes(&r.stream_name).await?;
         self.0.serve().await;
@@ -154,48 +186,44 @@ impl Kinesis for FrontendApi {
                 results[i] = res;
             }
         }
-        Ok(Response::new(pb::PutRecordsResponse {
+        Ok(pb::PutRecordsResponse {
             failed_record_count: failed,
             records: results,
-        }))
+        })
     }
 
-    async fn get_shard_iterator(
+    pub(crate) async fn get_shard_iterator_held(
         &self,
-        req: Request<pb::GetShardIteratorRequest>,
-    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        let r = req.get_ref();
+        r: pb::GetShardIteratorRequest,
+    ) -> Result<pb::GetShardIteratorResponse, Status> {
         let routes = self.routes(&r.stream_name).await?;
         let route = Self::shard(&routes, &r.stream_name, &r.shard_id)?;
         self.0.serve().await;
         Ok(self
             .client(route)?
-            .get_shard_iterator(req.into_inner())
-            .await?)
+            .get_shard_iterator(r)
+            .await?
+            .into_inner())
     }
 
-    async fn get_records(
+    pub(crate) async fn get_records_held(
         &self,
-        req: Request<pb::GetRecordsRequest>,
-    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        let it = ShardIterator::decode(&req.get_ref().shard_iterator)?;
+        r: pb::GetRecordsRequest,
+    ) -> Result<pb::GetRecordsResponse, Status> {
+        let it = ShardIterator::decode(&r.shard_iterator)?;
         let routes = self.routes(&it.stream_name).await?;
         let route = Self::shard(&routes, &it.stream_name, &it.shard_id)?;
         self.0.serve().await;
-        Ok(self.client(route)?.get_records(req.into_inner()).await?)
+        Ok(self.client(route)?.get_records(r).await?.into_inner())
     }
 
-    async fn list_shards(
+    pub(crate) async fn list_shards_held(
         &self,
-        req: Request<pb::ListShardsRequest>,
-    ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        let _slot = self.0.slot().await?;
-        let stream = &req.get_ref().stream_name;
-        let routes = self.routes(stream).await?;
+        r: pb::ListShardsRequest,
+    ) -> Result<pb::ListShardsResponse, Status> {
+        let routes = self.routes(&r.stream_name).await?;
         self.0.serve().await;
-        Ok(Response::new(pb::ListShardsResponse {
+        Ok(pb::ListShardsResponse {
             shards: routes
                 .iter()
                 .map(|r| pb::Shard {
@@ -205,6 +233,77 @@ impl Kinesis for FrontendApi {
                     owner: r.owner.clone(),
                 })
                 .collect(),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Kinesis for FrontendApi {
+    async fn create_stream(
+        &self,
+        req: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.create_stream_held(req.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_stream(
+        &self,
+        req: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.delete_stream_held(req.into_inner()).await?,
+        ))
+    }
+
+    async fn put_record(
+        &self,
+        req: Request<pb::PutRecordRequest>,
+    ) -> Result<Response<pb::PutRecordResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(self.put_record_held(req.into_inner()).await?))
+    }
+
+    async fn put_records(
+        &self,
+        req: Request<pb::PutRecordsRequest>,
+    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.put_records_held(req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        req: Request<pb::GetShardIteratorRequest>,
+    ) -> Result<Response<pb::GetShardIteratorResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.get_shard_iterator_held(req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_records(
+        &self,
+        req: Request<pb::GetRecordsRequest>,
+    ) -> Result<Response<pb::GetRecordsResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.get_records_held(req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_shards(
+        &self,
+        req: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        let _slot = self.slot().await?;
+        Ok(Response::new(
+            self.list_shards_held(req.into_inner()).await?,
+        ))
     }
 }

@@ -5,6 +5,7 @@
 //! limit on 2020-11-25 once existing servers learned of new capacity.
 
 pub mod api;
+pub mod aws;
 pub mod peerwire;
 pub mod shardmap;
 
@@ -385,14 +386,42 @@ impl Drop for SnapshotServe {
     }
 }
 
+/// The first three bytes a client sent (enough to tell a peer stream, an
+/// HTTP/2 preface "PRI" and an HTTP/1.1 method apart), or `None` if the
+/// client sent fewer within 5 s or went away.
+async fn peek_start(stream: &tokio::net::TcpStream) -> Option<[u8; 3]> {
+    let mut buf = [0u8; 3];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n >= buf.len() || peerwire::is_peer_connection(buf[0]) {
+            return Some(buf);
+        }
+        // Fewer bytes than asked arrived in the first segment: peek
+        // returns at once while any are buffered, so wait a little for more.
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Accepts connections on the service port: peer subscriptions are served
-/// here, everything else (HTTP/2, i.e. gRPC) is handed to tonic.
+/// here, HTTP/1.1 is the AWS API ([`aws`]), everything else (HTTP/2, i.e.
+/// gRPC) is handed to tonic.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     grpc: tokio::sync::mpsc::Sender<std::io::Result<tokio::net::TcpStream>>,
     fe: Arc<Frontend>,
     shutdown: CancellationToken,
 ) {
+    let api = Arc::new(api::FrontendApi(fe.clone()));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -405,12 +434,14 @@ async fn accept_loop(
             },
             _ = shutdown.cancelled() => return,
         };
-        let (grpc, fe, shutdown) = (grpc.clone(), fe.clone(), shutdown.clone());
+        let (grpc, fe, shutdown, api) = (grpc.clone(), fe.clone(), shutdown.clone(), api.clone());
         tokio::spawn(async move {
-            let mut first = [0u8; 1];
-            let peeked =
-                tokio::time::timeout(Duration::from_secs(5), stream.peek(&mut first)).await;
-            if !matches!(peeked, Ok(Ok(1))) {
+            let Some(first) = peek_start(&stream).await else {
+                return;
+            };
+            if !peerwire::is_peer_connection(first[0]) && aws::is_http1(&first) {
+                // HTTP/1.1: the AWS Kinesis API (gRPC is HTTP/2, starting "PRI").
+                aws::serve_connection(stream, api, shutdown).await;
                 return;
             }
             if peerwire::is_peer_connection(first[0]) {
