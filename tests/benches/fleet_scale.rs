@@ -114,10 +114,7 @@ const DEADLINE: Duration = Duration::from_secs(150);
 
 fn up(tag: &str, n: u64, limit: u64, bootstrap: &str) -> (Fleet, Instant) {
     let mut args = kinesis_args(n as usize, limit);
-    args.extend(
-        ["--bootstrap", bootstrap, "--traffic-rate", "0"]
-            .map(str::to_owned),
-    );
+    args.extend(["--bootstrap", bootstrap, "--traffic-rate", "0"].map(str::to_owned));
     let start = Instant::now();
     let fleet = Fleet::up(tag, &args.iter().map(String::as_str).collect::<Vec<_>>());
     (fleet, start)
@@ -131,7 +128,11 @@ fn at_rest(fleet: &Fleet, secs: u64) -> Supervisor {
     let (s0, f0, t0) = (bench::cpu_ticks(sup), fe_ticks(), Instant::now());
     // The window: nothing polls the supervisor.
     std::thread::sleep(Duration::from_secs(secs));
-    let (s1, f1, dt) = (bench::cpu_ticks(sup), fe_ticks(), t0.elapsed().as_secs_f64());
+    let (s1, f1, dt) = (
+        bench::cpu_ticks(sup),
+        fe_ticks(),
+        t0.elapsed().as_secs_f64(),
+    );
     let hz = bench::ticks_per_sec();
     let cpu = (s1 - s0) as f64 / hz / dt;
     let fcpu = (f1 - f0) as f64 / hz / dt;
@@ -253,15 +254,19 @@ fn main() {
             r.thread_limit,
             r.peer_threads,
             r.up_secs,
-            r.mesh_secs.map_or("NOT REACHED".into(), |m| format!("{m:.2} s")),
+            r.mesh_secs
+                .map_or("NOT REACHED".into(), |m| format!("{m:.2} s")),
             r.floor.ready_secs,
-            r.mesh_vs_floor.map_or("-".into(), |x| format!("{x:.2}x the floor")),
+            r.mesh_vs_floor
+                .map_or("-".into(), |x| format!("{x:.2}x the floor")),
         );
         if !a.no_cold_start {
             println!(
                 "fleet_scale: {n} front-ends, peer-bootstrap cold start: {} ({})",
-                r.cold_start_secs.map_or(r.cold_start_note.clone(), |c| format!("{c:.2} s")),
-                r.cold_vs_mesh.map_or("-".into(), |x| format!("{x:.2}x the metadata-store mesh")),
+                r.cold_start_secs
+                    .map_or(r.cold_start_note.clone(), |c| format!("{c:.2} s")),
+                r.cold_vs_mesh
+                    .map_or("-".into(), |x| format!("{x:.2}x the metadata-store mesh")),
             );
         }
         if let Some(s) = &r.supervisor {
@@ -290,7 +295,11 @@ fn main() {
     };
     bench::write_json("fleet_scale", &report);
     let pts = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
-        report.rows.iter().filter_map(|r| Some((r.n as f64, f(r)?))).collect()
+        report
+            .rows
+            .iter()
+            .filter_map(|r| Some((r.n as f64, f(r)?)))
+            .collect()
     };
     let series = [
         Series {
@@ -322,7 +331,10 @@ fn main() {
         }
     }
     if let Some(r) = report.rows.iter().find(|r| r.mesh_secs.is_none()) {
-        eprintln!("fleet_scale: FAILED: {} front-ends never reached a full mesh", r.n);
+        eprintln!(
+            "fleet_scale: FAILED: {} front-ends never reached a full mesh",
+            r.n
+        );
         std::process::exit(1);
     }
 }

@@ -144,11 +144,20 @@ fn main() {
     } else {
         (a.sizes.clone(), a.limits.clone())
     };
-    if let Some(bad) = sizes.iter().find(|n| **n < 1 || **n > u64::from(cascade::supervisor::MAX_FLEET)) {
-        eprintln!("error: --sizes {bad} is out of range (1 to {})", cascade::supervisor::MAX_FLEET);
+    if let Some(bad) = sizes
+        .iter()
+        .find(|n| **n < 1 || **n > u64::from(cascade::supervisor::MAX_FLEET))
+    {
+        eprintln!(
+            "error: --sizes {bad} is out of range (1 to {})",
+            cascade::supervisor::MAX_FLEET
+        );
         std::process::exit(2);
     }
-    if let Some(bad) = limits.iter().find(|l| **l < 1 || **l > cascade::limits::MAX_THREAD_LIMIT) {
+    if let Some(bad) = limits
+        .iter()
+        .find(|l| **l < 1 || **l > cascade::limits::MAX_THREAD_LIMIT)
+    {
         eprintln!(
             "error: --limits {bad} is out of range (1 to {})",
             cascade::limits::MAX_THREAD_LIMIT
@@ -173,7 +182,11 @@ fn main() {
         let (outcome, secs, detail) = cell(n, l, deadline);
         println!(
             "incident_phase: N={n:>3} L={l:>4}: {outcome:?} after {secs:.1} s (predicted {predicted:?}){}",
-            if detail.is_empty() { String::new() } else { format!(" — {}", detail.lines().next().unwrap_or("")) }
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", detail.lines().next().unwrap_or(""))
+            }
         );
         cells.push(CellRow {
             n,

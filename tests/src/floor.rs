@@ -50,7 +50,7 @@ pub struct FloorSample {
 pub struct Floor {
     children: Vec<(Child, Option<ChildStdin>)>,
     cgroup: Option<RunCgroup>,
-    _reaper: Option<OwnedFd>,
+    reaper: Option<(OwnedFd, Child)>,
     /// What was measured.
     pub sample: FloorSample,
 }
@@ -87,7 +87,7 @@ pub fn start(
     let mut floor = Floor {
         children: Vec::with_capacity(processes),
         cgroup,
-        _reaper: reaper,
+        reaper,
         sample: FloorSample {
             processes,
             threads_each,
@@ -202,12 +202,17 @@ impl Drop for Floor {
         {
             eprintln!("floor: could not remove {}: {e:#}", cg.path.display());
         }
+        // EOF tells the reaper we are done; the cgroup is gone, so it exits.
+        if let Some((pipe, mut reaper)) = self.reaper.take() {
+            drop(pipe);
+            let _ = reaper.wait();
+        }
     }
 }
 
 /// `cascade __reap <cgroup>` (the supervisor's reaper): removes the cgroup
 /// once the returned pipe end closes, i.e. when this process is gone.
-fn spawn_reaper(cgroup: &std::path::Path, log: &std::path::Path) -> OwnedFd {
+fn spawn_reaper(cgroup: &std::path::Path, log: &std::path::Path) -> (OwnedFd, Child) {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -235,8 +240,8 @@ fn spawn_reaper(cgroup: &std::path::Path, log: &std::path::Path) -> OwnedFd {
             Ok(())
         });
     }
-    cmd.spawn().expect("start the floor's cgroup reaper");
-    write
+    let child = cmd.spawn().expect("start the floor's cgroup reaper");
+    (write, child)
 }
 
 /// The `cascade-floor` binary: this process when it is one, else the one

@@ -140,7 +140,10 @@ pub fn phase_diagram(
     };
     let b = base as f64;
     chart
-        .draw_series(LineSeries::new(steps(&|n| b + n - 1.0), BLACK.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            steps(&|n| b + n - 1.0),
+            BLACK.stroke_width(2),
+        ))
         .map_err(err)?
         .label("base + (N-1) = L: below it the mesh cannot fit (tips)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
@@ -173,7 +176,11 @@ pub fn phase_diagram(
             continue;
         }
         chart
-            .draw_series(cells_of.into_iter().map(|p| Circle::new(p, 9, color.filled())))
+            .draw_series(
+                cells_of
+                    .into_iter()
+                    .map(|p| Circle::new(p, 9, color.filled())),
+            )
             .map_err(err)?
             .label(label)
             .legend(move |(x, y)| Circle::new((x + 10, y), 6, color.filled()));
