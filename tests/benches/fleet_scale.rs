@@ -239,7 +239,7 @@ fn main() {
              (host cap: n * (base {base} + n-1 + headroom {headroom}) <= run budget {})",
             machine.run_task_budget
         );
-        std::process::exit(2);
+        std::process::exit(64);
     }
     println!(
         "base threads {base}, headroom {headroom}, run task budget {}, host cap {cap} front-ends",

@@ -152,7 +152,7 @@ fn main() {
             "error: --sizes {bad} is out of range (1 to {})",
             cascade::supervisor::MAX_FLEET
         );
-        std::process::exit(2);
+        std::process::exit(64);
     }
     if let Some(bad) = limits
         .iter()
@@ -162,7 +162,7 @@ fn main() {
             "error: --limits {bad} is out of range (1 to {})",
             cascade::limits::MAX_THREAD_LIMIT
         );
-        std::process::exit(2);
+        std::process::exit(64);
     }
     println!("learning the front-end's base threads (a fleet of one)...");
     let base = u64::from(learn_base_threads("phase-base", Duration::from_secs(60)));

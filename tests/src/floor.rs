@@ -245,22 +245,23 @@ fn spawn_reaper(cgroup: &std::path::Path, log: &std::path::Path) -> (OwnedFd, Ch
 }
 
 /// The `cascade-floor` binary: this process when it is one, else the one
-/// beside the workspace's other binaries.
+/// built with the running bench (`target/<profile>/cascade-floor`), else the
+/// one in `CASCADE_BIN_DIR`. The floor is built with the benches, so a bench
+/// driving release service binaries from `CASCADE_BIN_DIR` still finds it.
 fn floor_exe() -> std::path::PathBuf {
     let me = std::env::current_exe().expect("own path");
     if me.file_name().is_some_and(|n| n == "cascade-floor") {
         return me;
     }
-    let dir = std::env::var_os("CASCADE_BIN_DIR").map_or_else(
-        || {
-            me.parent()
-                .and_then(std::path::Path::parent)
-                .expect("bench binaries live in target/<profile>/deps")
-                .to_path_buf()
-        },
-        std::path::PathBuf::from,
-    );
-    dir.join("cascade-floor")
+    let beside = me
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("cascade-floor"));
+    match (beside, std::env::var_os("CASCADE_BIN_DIR")) {
+        (Some(b), _) if b.is_file() => b,
+        (_, Some(d)) => std::path::PathBuf::from(d).join("cascade-floor"),
+        (b, None) => b.unwrap_or_else(|| "cascade-floor".into()),
+    }
 }
 
 fn unique() -> u32 {

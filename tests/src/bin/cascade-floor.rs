@@ -49,7 +49,7 @@ fn main() {
                     "error: --thread-limit {:?} is not valid; use a number of tasks (1 or more) or `none`",
                     a.thread_limit
                 );
-                std::process::exit(2);
+                std::process::exit(64);
             }
         }
     };
