@@ -29,7 +29,7 @@ use cascade_tests::bench::{self, Machine};
 use cascade_tests::plot::{self, Series};
 use cascade_tests::procs::{self, KernelMem};
 use cascade_tests::status::full_mesh;
-use cascade_tests::{Fleet, floor, kinesis_args, learn_base_threads};
+use cascade_tests::{Fleet, Home, floor, kinesis_args, learn_base_threads};
 use clap::Parser;
 use serde::Serialize;
 
@@ -112,12 +112,33 @@ struct Report {
 
 const DEADLINE: Duration = Duration::from_secs(150);
 
-fn up(tag: &str, n: u64, limit: u64, bootstrap: &str) -> (Fleet, Instant) {
+/// `cascade up --detach` of N front-ends; `Err` (after taking down what
+/// started) with the supervisor's last words when it refuses to come up,
+/// as it does when front-ends stay unready (the peer-bootstrap hazard).
+fn up(tag: &str, n: u64, limit: u64, bootstrap: &str) -> Result<(Fleet, Instant), String> {
     let mut args = kinesis_args(n as usize, limit);
     args.extend(["--bootstrap", bootstrap, "--traffic-rate", "0"].map(str::to_owned));
+    let home = Home::new(tag);
+    let mut all = vec!["up", "--detach"];
+    all.extend(args.iter().map(String::as_str));
     let start = Instant::now();
-    let fleet = Fleet::up(tag, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    (fleet, start)
+    let out = home.run(&all);
+    let fleet = Fleet::watching(home);
+    if out.status.success() {
+        return Ok((fleet, start));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    bench::take_down(fleet);
+    Err(format!(
+        "`cascade up` gave up after {secs:.1} s: {}",
+        last.trim()
+    ))
 }
 
 fn at_rest(fleet: &Fleet, secs: u64) -> Supervisor {
@@ -161,7 +182,8 @@ fn measure(n: u64, base: u64, a: &Args) -> Row {
     );
 
     let kernel_before = KernelMem::now();
-    let (fleet, start) = up(&format!("scale{n}"), n, limit, "metadata-store");
+    let (fleet, start) = up(&format!("scale{n}"), n, limit, "metadata-store")
+        .unwrap_or_else(|e| panic!("{n} front-ends, metadata-store bootstrap: {e}"));
     let up_secs = start.elapsed().as_secs_f64();
     let (mesh, last) = bench::poll_status(&fleet, DEADLINE, |s| {
         full_mesh(s, n as usize).then(|| start.elapsed().as_secs_f64())
@@ -198,23 +220,27 @@ fn measure(n: u64, base: u64, a: &Args) -> Row {
     bench::take_down(fleet);
 
     if !a.no_cold_start {
-        let (fleet, start) = up(&format!("cold{n}"), n, limit, "peers");
-        let (cold, last) = bench::poll_status(&fleet, DEADLINE, |s| {
-            full_mesh(s, n as usize).then(|| start.elapsed().as_secs_f64())
-        });
-        row.cold_start_secs = cold;
-        row.cold_vs_mesh = cold.zip(row.mesh_secs).map(|(c, m)| c / m);
-        if cold.is_none() {
-            row.cold_start_note = last.map_or("no status".into(), |s| {
-                let ready = s
-                    .frontends
-                    .iter()
-                    .filter(|f| f.shard_map == MapState::Ready)
-                    .count();
-                format!("not settled within {DEADLINE:?}: {ready}/{n} maps ready")
-            });
+        match up(&format!("cold{n}"), n, limit, "peers") {
+            Ok((fleet, start)) => {
+                let (cold, last) = bench::poll_status(&fleet, DEADLINE, |s| {
+                    full_mesh(s, n as usize).then(|| start.elapsed().as_secs_f64())
+                });
+                row.cold_start_secs = cold;
+                row.cold_vs_mesh = cold.zip(row.mesh_secs).map(|(c, m)| c / m);
+                if cold.is_none() {
+                    row.cold_start_note = last.map_or("no status".into(), |s| {
+                        let ready = s
+                            .frontends
+                            .iter()
+                            .filter(|f| f.shard_map == MapState::Ready)
+                            .count();
+                        format!("not settled within {DEADLINE:?}: {ready}/{n} maps ready")
+                    });
+                }
+                bench::take_down(fleet);
+            }
+            Err(e) => row.cold_start_note = e,
         }
-        bench::take_down(fleet);
     }
     row
 }
@@ -245,7 +271,17 @@ fn main() {
         "base threads {base}, headroom {headroom}, run task budget {}, host cap {cap} front-ends",
         machine.run_task_budget
     );
-    let mut rows = Vec::new();
+    let mut report = Report {
+        bench: "fleet_scale",
+        smoke: a.smoke,
+        machine,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        base_threads: base,
+        headroom,
+        host_cap: cap,
+        target_mesh_vs_floor_at_cap: 3.0,
+        rows: Vec::new(),
+    };
     for n in &sizes {
         println!("N = {n}:");
         let r = measure(*n, base, &a);
@@ -279,21 +315,10 @@ fn main() {
                 s.rss_share * 100.0
             );
         }
-        rows.push(r);
+        report.rows.push(r);
+        // After every size, so a bench stopped part-way keeps what it measured.
+        bench::write_json("fleet_scale", &report);
     }
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let report = Report {
-        bench: "fleet_scale",
-        smoke: a.smoke,
-        machine,
-        command,
-        base_threads: base,
-        headroom,
-        host_cap: cap,
-        target_mesh_vs_floor_at_cap: 3.0,
-        rows,
-    };
-    bench::write_json("fleet_scale", &report);
     let pts = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
         report
             .rows
