@@ -169,3 +169,39 @@ pub fn take_down(fleet: Fleet) {
         None => crate::assert_gone(&pids, "cascade-no-such-run"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_cap_is_the_largest_mesh_the_budget_holds() {
+        // This machine: budget min(32768, 192726) / 2, base 4, headroom 1.
+        assert_eq!(mesh_limit(4, 126, 1), 130);
+        assert_eq!(host_cap(4, 1, 16_384), 126);
+        assert!(126 * mesh_limit(4, 126, 1) <= 16_384);
+        assert!(127 * mesh_limit(4, 127, 1) > 16_384);
+        // The old choice of limit (n + 16) could not reach it.
+        assert!(126 * (126 + 16) > 16_384);
+        assert_eq!(host_cap(4, 1, 0), 0);
+    }
+
+    #[test]
+    fn kernel_growth_is_a_difference() {
+        let a = crate::procs::KernelMem {
+            kernel_stack_kib: 10,
+            slab_kib: 20,
+            sunreclaim_kib: 5,
+            page_tables_kib: 1,
+        };
+        let b = crate::procs::KernelMem {
+            kernel_stack_kib: 26,
+            slab_kib: 18,
+            sunreclaim_kib: 9,
+            page_tables_kib: 3,
+        };
+        let d = b.since(&a);
+        assert_eq!(d.slab_kib, -2);
+        assert_eq!(d.counted_kib(), 16 + 4 + 2);
+    }
+}
