@@ -182,7 +182,7 @@ mod tests {
         assert!(126 * mesh_limit(4, 126, 1) <= 16_384);
         assert!(127 * mesh_limit(4, 127, 1) > 16_384);
         // The old choice of limit (n + 16) could not reach it.
-        assert!(126 * (126 + 16) > 16_384);
+        assert!(host_cap(4, 16 - 3, 16_384) < 126);
         assert_eq!(host_cap(4, 1, 0), 0);
     }
 
