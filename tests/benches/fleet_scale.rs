@@ -31,7 +31,7 @@ use cascade_tests::procs::{self, KernelMem};
 use cascade_tests::status::full_mesh;
 use cascade_tests::{Fleet, Home, floor, kinesis_args, learn_base_threads};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Full-mesh time of N front-ends against the physical floor.
 #[derive(Parser, Debug)]
@@ -50,12 +50,15 @@ struct Args {
     /// Seconds of the supervisor's at-rest window.
     #[arg(long, default_value_t = 5)]
     rest_secs: u64,
+    /// Redraw the plot from a JSON report this bench wrote, measuring nothing.
+    #[arg(long, value_name = "JSON")]
+    replot: Option<std::path::PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Row {
     n: u64,
     thread_limit: u64,
@@ -83,7 +86,7 @@ struct Row {
     cold_start_note: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Supervisor {
     window_secs: f64,
     /// Cores the supervisor used on average over the window.
@@ -97,9 +100,9 @@ struct Supervisor {
     rss_share: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Report {
-    bench: &'static str,
+    bench: String,
     smoke: bool,
     machine: Machine,
     command: String,
@@ -247,6 +250,18 @@ fn measure(n: u64, base: u64, a: &Args) -> Row {
 
 fn main() {
     let a = Args::parse();
+    if let Some(path) = &a.replot {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| fail(&format!("--replot {}: {e}", path.display())));
+        let report: Report = serde_json::from_str(&text).unwrap_or_else(|e| {
+            fail(&format!(
+                "--replot {}: not a {NAME} report: {e}",
+                path.display()
+            ))
+        });
+        draw(&report);
+        return;
+    }
     let machine = Machine::probe();
     let headroom = a.headroom;
     println!("learning the front-end's base threads (a fleet of one)...");
@@ -272,7 +287,7 @@ fn main() {
         machine.run_task_budget
     );
     let mut report = Report {
-        bench: "fleet_scale",
+        bench: "fleet_scale".into(),
         smoke: a.smoke,
         machine,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -319,6 +334,25 @@ fn main() {
         // After every size, so a bench stopped part-way keeps what it measured.
         bench::write_json("fleet_scale", &report);
     }
+    draw(&report);
+    if let Some(r) = report.rows.iter().find(|r| r.mesh_secs.is_none()) {
+        eprintln!(
+            "fleet_scale: FAILED: {} front-ends never reached a full mesh",
+            r.n
+        );
+        std::process::exit(1);
+    }
+}
+
+const NAME: &str = "fleet_scale";
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(64);
+}
+
+/// The cost-growth plot, from the report.
+fn draw(report: &Report) {
     let pts = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
         report
             .rows
@@ -354,12 +388,5 @@ fn main() {
             eprintln!("fleet_scale: could not draw {}: {e}", svg.display());
             std::process::exit(1);
         }
-    }
-    if let Some(r) = report.rows.iter().find(|r| r.mesh_secs.is_none()) {
-        eprintln!(
-            "fleet_scale: FAILED: {} front-ends never reached a full mesh",
-            r.n
-        );
-        std::process::exit(1);
     }
 }

@@ -26,7 +26,7 @@ use cascade_tests::plot::{self, Cell};
 use cascade_tests::status::full_mesh;
 use cascade_tests::{Fleet, Home, describe, kinesis_args, learn_base_threads};
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Fleet size against thread limit: healthy, tipped or refused.
 #[derive(Parser, Debug)]
@@ -43,12 +43,15 @@ struct Args {
     /// Seconds a cell may take to become healthy or tip.
     #[arg(long, default_value_t = 60)]
     deadline_secs: u64,
+    /// Redraw the plot from a JSON report this bench wrote, measuring nothing.
+    #[arg(long, value_name = "JSON")]
+    replot: Option<std::path::PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct CellRow {
     n: u64,
     thread_limit: u64,
@@ -62,9 +65,9 @@ struct CellRow {
     detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Report {
-    bench: &'static str,
+    bench: String,
     smoke: bool,
     machine: Machine,
     command: String,
@@ -137,6 +140,18 @@ fn cell(n: u64, l: u64, deadline: Duration) -> (Cell, f64, String) {
 
 fn main() {
     let a = Args::parse();
+    if let Some(path) = &a.replot {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| fail(&format!("--replot {}: {e}", path.display())));
+        let report: Report = serde_json::from_str(&text).unwrap_or_else(|e| {
+            fail(&format!(
+                "--replot {}: not a {NAME} report: {e}",
+                path.display()
+            ))
+        });
+        draw(&report);
+        return;
+    }
     let machine = Machine::probe();
     let budget = machine.run_task_budget;
     let (sizes, limits) = if a.smoke {
@@ -203,7 +218,7 @@ fn main() {
         cells.len()
     );
     let report = Report {
-        bench: "incident_phase",
+        bench: "incident_phase".into(),
         smoke: a.smoke,
         machine,
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -212,13 +227,30 @@ fn main() {
         cells,
     };
     bench::write_json("incident_phase", &report);
+    draw(&report);
+}
+
+const NAME: &str = "incident_phase";
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    std::process::exit(64);
+}
+
+/// The phase diagram, from the report.
+fn draw(report: &Report) {
     let pts: Vec<(u64, u64, Cell)> = report
         .cells
         .iter()
         .map(|c| (c.n, c.thread_limit, c.outcome))
         .collect();
     let svg = bench::out_dir().join("phase_diagram.svg");
-    if let Err(e) = plot::phase_diagram(&svg, &pts, base, budget) {
+    if let Err(e) = plot::phase_diagram(
+        &svg,
+        &pts,
+        report.base_threads,
+        report.machine.run_task_budget,
+    ) {
         eprintln!("incident_phase: could not draw {}: {e}", svg.display());
         std::process::exit(1);
     }

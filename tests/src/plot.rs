@@ -41,6 +41,8 @@ pub fn cost_growth(path: &Path, series: &[Series]) -> Result<(), String> {
         .configure_mesh()
         .x_desc("front-ends N")
         .y_desc("fraction of the value at the largest N")
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(err)?;
     let quad = |n: f64| n * (n - 1.0);
@@ -110,7 +112,8 @@ pub fn phase_diagram(
     budget: u64,
 ) -> Result<(), String> {
     let n_max = cells.iter().map(|c| c.0).max().unwrap_or(8) as f64 * 1.3;
-    let l_max = cells.iter().map(|c| c.1).max().unwrap_or(16) as f64 * 1.3;
+    // Room above the highest cells for the legend.
+    let l_max = cells.iter().map(|c| c.1).max().unwrap_or(16) as f64 * 5.0;
     let n_min = cells.iter().map(|c| c.0).min().unwrap_or(2) as f64 / 1.3;
     let l_min = cells.iter().map(|c| c.1).min().unwrap_or(4) as f64 / 1.3;
     let root = SVGBackend::new(path, (900, 620)).into_drawing_area();
@@ -129,6 +132,9 @@ pub fn phase_diagram(
         .configure_mesh()
         .x_desc("front-ends N (log)")
         .y_desc("thread limit L per front-end (log)")
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
     let steps = |f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64)> {
