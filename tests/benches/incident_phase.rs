@@ -101,7 +101,7 @@ fn cell(n: u64, l: u64, deadline: Duration) -> (Cell, f64, String) {
         let secs = start.elapsed().as_secs_f64();
         // `up` refuses before anything starts; any other failure is a bug.
         if text.contains("more than this run may use") {
-            drop(fleet);
+            bench::take_down(fleet);
             return (Cell::Refused, secs, text.trim().to_owned());
         }
         panic!("cascade up failed for N={n} L={l}:\n{}", describe(&out));

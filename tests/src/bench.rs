@@ -158,16 +158,19 @@ pub fn poll_status<T>(
 }
 
 /// Takes the fleet down (`cascade down`) and waits until none of its
-/// processes and none of its cgroups is left; panics naming what is.
+/// processes and none of its cgroups is left (panics naming what is), then
+/// removes its home directory.
 pub fn take_down(fleet: Fleet) {
     let run_id = fleet.try_status().ok().map(|s| crate::status::run_id(&s));
     let mut pids = fleet.seen_pids.borrow().clone();
     pids.extend(fleet.home.supervisor_pid());
+    let home = fleet.home.dir.clone();
     drop(fleet);
     match run_id {
         Some(id) => crate::assert_gone(&pids, &id),
         None => crate::assert_gone(&pids, "cascade-no-such-run"),
     }
+    let _ = std::fs::remove_dir_all(home);
 }
 
 #[cfg(test)]
