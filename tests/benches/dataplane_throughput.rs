@@ -3,8 +3,11 @@
 //! answering the same PutRecord at once (one process, one hop), both driven
 //! by the same closed-loop load generator in the same run.
 //!
+//! Writes target/bench/dataplane_throughput.json.
+//!
 //!   cargo build --release --workspace --bins
 //!   cargo bench -p cascade-tests --bench dataplane_throughput -- [seconds] [concurrency]
+//!   cargo bench -p cascade-tests --bench dataplane_throughput -- --smoke   (1 round of 2 s)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +16,49 @@ use std::time::{Duration, Instant};
 use cascade_proto::kinesis as pb;
 use cascade_proto::kinesis::kinesis_client::KinesisClient;
 use cascade_proto::kinesis::kinesis_server::{Kinesis, KinesisServer};
+use cascade_tests::bench::{self, Machine};
 use cascade_tests::procs;
+use clap::Parser;
+use serde::Serialize;
 use tonic::{Request, Response, Status};
+
+/// PutRecord through a front-end against a plain tonic server.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Seconds of load per round (at least 2).
+    #[arg(default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=600))]
+    seconds: u64,
+    /// Calls in flight.
+    #[arg(default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    concurrency: u64,
+    /// Rounds of each (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
+    /// Small and quick (1 round of 2 s, 8 in flight): checks the bench runs and writes its JSON.
+    #[arg(long)]
+    smoke: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    bench: &'static str,
+    smoke: bool,
+    machine: Machine,
+    command: String,
+    seconds: u64,
+    concurrency: u64,
+    plain_calls_per_sec: Vec<f64>,
+    frontend_calls_per_sec: Vec<f64>,
+    /// Median of the plain server's rounds (the baseline).
+    baseline: f64,
+    /// Median of the front-end's rounds.
+    figure: f64,
+    ratio: f64,
+    target_ratio: f64,
+}
 
 /// The baseline: answers PutRecord immediately, nothing else.
 struct Echo;
@@ -134,12 +178,13 @@ fn main() {
         serve_echo(addr);
         return;
     }
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let secs = args.first().copied().unwrap_or(5).max(2);
-    let concurrency = args.get(1).copied().unwrap_or(32) as usize;
+    let a = Args::parse();
+    let machine = Machine::probe();
+    let (secs, concurrency, rounds) = if a.smoke {
+        (2, 8, 1)
+    } else {
+        (a.seconds, a.concurrency as usize, a.rounds as usize)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -154,10 +199,10 @@ fn main() {
         procs::wait_serving(&fe.addr, Duration::from_secs(20)).await;
         let mut c = KinesisClient::new(cascade_core::clients::connect(&fe.addr).await.expect("connect"));
         c.create_stream(pb::CreateStreamRequest { stream_name: "bench".into(), shard_count: 4 }).await.expect("create");
-        // Interleave three rounds of each and take medians, so a noisy
-        // moment on a 2-core machine does not decide the ratio.
+        // Interleave rounds of each and take medians, so a noisy moment on
+        // a 2-core machine does not decide the ratio.
         let (mut bases, mut throughs) = (Vec::new(), Vec::new());
-        for round in 1..=3 {
+        for round in 1..=rounds {
             bases.push(load(&echo.addr, secs, concurrency).await);
             throughs.push(load(&fe.addr, secs, concurrency).await);
             println!("round {round}: plain {:.0}/s, front-end {:.0}/s", bases[round - 1], throughs[round - 1]);
@@ -166,9 +211,27 @@ fn main() {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
+        let (plain, front) = (bases.clone(), throughs.clone());
         let (base, through) = (median(&mut bases), median(&mut throughs));
-        println!("baseline: plain tonic PutRecord server: {base:.0} calls/s (median of 3; {concurrency} in flight, {secs} s each)");
-        println!("front-end -> back end PutRecord: {through:.0} calls/s (median of 3)");
+        println!("baseline: plain tonic PutRecord server: {base:.0} calls/s (median of {rounds}; {concurrency} in flight, {secs} s each)");
+        println!("front-end -> back end PutRecord: {through:.0} calls/s (median of {rounds})");
         println!("dataplane_throughput: {:.2}x the plain tonic server (target >= 0.4x)", through / base);
+        bench::write_json(
+            "dataplane_throughput",
+            &Report {
+                bench: "dataplane_throughput",
+                smoke: a.smoke,
+                machine,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+                seconds: secs,
+                concurrency: concurrency as u64,
+                plain_calls_per_sec: plain,
+                frontend_calls_per_sec: front,
+                baseline: base,
+                figure: through,
+                ratio: through / base,
+                target_ratio: 0.4,
+            },
+        );
     });
 }

@@ -16,8 +16,11 @@ pub use cascade_core::testkit::{eventually, holds};
 
 pub use crate::probe::ProbeReport;
 
+pub mod bench;
+pub mod floor;
 pub mod kinesis;
 pub mod outputs;
+pub mod plot;
 pub mod probe;
 pub mod procs;
 pub mod status;

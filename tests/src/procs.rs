@@ -94,3 +94,55 @@ pub fn kernel_kib() -> u64 {
     };
     get("KernelStack:") + get("Slab:") + get("PageTables:")
 }
+
+/// Kernel memory that grows with threads and sockets, from /proc/meminfo,
+/// in KiB: the whole of it is system-wide, so on a shared host a delta holds
+/// other processes' churn too. `Slab`'s reclaimable part is mostly the
+/// dentry and inode caches that file activity elsewhere moves; the
+/// benchmarks therefore count `SUnreclaim` (task structs, sockets, ...) and
+/// report `Slab` beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KernelMem {
+    /// KernelStack.
+    pub kernel_stack_kib: i64,
+    /// Slab (reclaimable and not).
+    pub slab_kib: i64,
+    /// SUnreclaim (the unreclaimable part of Slab).
+    pub sunreclaim_kib: i64,
+    /// PageTables.
+    pub page_tables_kib: i64,
+}
+
+impl KernelMem {
+    /// The values now.
+    pub fn now() -> Self {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let get = |k: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            kernel_stack_kib: get("KernelStack:"),
+            slab_kib: get("Slab:"),
+            sunreclaim_kib: get("SUnreclaim:"),
+            page_tables_kib: get("PageTables:"),
+        }
+    }
+
+    /// The growth from `before` to `self`.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            kernel_stack_kib: self.kernel_stack_kib - before.kernel_stack_kib,
+            slab_kib: self.slab_kib - before.slab_kib,
+            sunreclaim_kib: self.sunreclaim_kib - before.sunreclaim_kib,
+            page_tables_kib: self.page_tables_kib - before.page_tables_kib,
+        }
+    }
+
+    /// KernelStack + SUnreclaim + PageTables: what the benchmarks count.
+    pub fn counted_kib(&self) -> i64 {
+        self.kernel_stack_kib + self.sunreclaim_kib + self.page_tables_kib
+    }
+}
