@@ -88,3 +88,83 @@ fn a_failing_test_leaves_nothing_behind() {
     let (pids, run_id) = leftovers.expect("the fleet was up before the panic");
     cascade_tests::assert_gone(&pids, &run_id);
 }
+
+/// Crash safety: the supervisor SIGKILLed while a `pause` (a SIGSTOPped
+/// front-end), a `thread-limit` (a rewritten `pids.max`) and a `partition`
+/// are in force leaves no process frozen or running and no cgroup, and a new
+/// `up` in the same home starts cleanly.
+#[test]
+fn sigkill_of_the_supervisor_with_faults_active_leaves_nothing_and_up_starts_again() {
+    let fleet = Fleet::up(
+        "crash",
+        &[
+            "--services",
+            "cognito",
+            "--frontends",
+            "3",
+            "--thread-limit",
+            "16",
+            "--time-scale",
+            "3600",
+            "--traffic-rate",
+            "2",
+        ],
+    );
+    fleet.wait_status("3 ready shard maps", Duration::from_secs(30), |s| {
+        all_maps(s, 3, MapState::Ready)
+    });
+    let run_id = fleet.run_id();
+    // The partition first: a paused front-end cannot take a gRPC fault.
+    fleet.ok(&["inject", "partition", "--between", "cognito", "kinesis"]);
+    fleet.ok(&[
+        "inject",
+        "thread-limit",
+        "--target",
+        "kinesis-frontend-1",
+        "--limit",
+        "6",
+    ]);
+    fleet.ok(&["inject", "pause", "--target", "kinesis-frontend-0"]);
+    let faults = fleet.ok(&["faults"]);
+    for kind in ["pause", "thread-limit", "partition"] {
+        assert!(faults.contains(kind), "{kind} in force: {faults}");
+    }
+    let status = fleet.status();
+    let paused = status.frontends[0].pid;
+    let stat = std::fs::read_to_string(format!("/proc/{paused}/stat")).expect("stat");
+    assert!(
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('T')),
+        "kinesis-frontend-0 is stopped: {stat}"
+    );
+
+    let pid = fleet.home.supervisor_pid().expect("supervisor pid");
+    signal(pid, Signal::SIGKILL);
+    fleet.assert_nothing_left(&run_id);
+
+    // The same home: the stale supervisor.json is no obstacle.
+    let again = fleet.home.run(&[
+        "up",
+        "--detach",
+        "--services",
+        "cognito",
+        "--frontends",
+        "2",
+        "--thread-limit",
+        "16",
+        "--time-scale",
+        "3600",
+    ]);
+    assert!(
+        again.status.success(),
+        "{}",
+        cascade_tests::describe(&again)
+    );
+    let s = fleet.wait_status("the new fleet ready", Duration::from_secs(30), |s| {
+        all_maps(s, 2, MapState::Ready)
+    });
+    assert_ne!(run_id, cascade_tests::status::run_id(&s), "a new run");
+    let faults = fleet.ok(&["faults"]);
+    assert!(!faults.contains("pause"), "no fault carried over: {faults}");
+    fleet.ok(&["down"]);
+}
