@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-benches=(fleet_scale peer_memory incident_phase dataplane_throughput cascade_impact)
+benches=(fleet_scale peer_memory incident_phase dataplane_throughput cascade_impact soak)
 out=target/bench
 
 check_json() { # file bench-name
