@@ -16,6 +16,7 @@ pub use cascade_core::testkit::{eventually, holds};
 
 pub use crate::probe::ProbeReport;
 
+pub mod http;
 pub mod kinesis;
 pub mod outputs;
 pub mod probe;

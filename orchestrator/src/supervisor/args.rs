@@ -69,6 +69,10 @@ pub struct UpArgs {
     /// can carry (0s: no bound).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub request_cost: std::time::Duration,
+    /// Address of the live dashboard and `/metrics` (HTTP); port 0: any
+    /// free port. `cascade status --json` names it (`endpoints.dashboard`).
+    #[arg(long, default_value = "127.0.0.1:0", env = "CASCADE_DASHBOARD_LISTEN")]
+    pub dashboard_listen: std::net::SocketAddr,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
@@ -132,6 +136,7 @@ impl UpArgs {
                 "--request-cost={}",
                 humantime::format_duration(self.request_cost)
             ),
+            format!("--dashboard-listen={}", self.dashboard_listen),
         ];
         if self.detach {
             v.push("--detach".into());
@@ -282,6 +287,7 @@ mod tests {
                 docker(),
                 any::<bool>(),
                 prop::option::of(any::<u32>()),
+                (any::<[u8; 4]>(), any::<u16>()),
             ),
         )
             .prop_map(
@@ -295,6 +301,7 @@ mod tests {
                         docker,
                         daemon,
                         exit_with,
+                        (dash_ip, dash_port),
                     ),
                 )| UpArgs {
                     frontends,
@@ -307,6 +314,7 @@ mod tests {
                     bootstrap,
                     learning_jitter,
                     request_cost: Duration::from_micros(cost_us),
+                    dashboard_listen: std::net::SocketAddr::from((dash_ip, dash_port)),
                     topology,
                     docker,
                     daemon,

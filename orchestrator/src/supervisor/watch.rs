@@ -245,7 +245,14 @@ impl Supervisor {
             traffic_rate: self.args.topology.traffic_rate,
             supervisor_pid: std::process::id(),
             alarms: self.alarm.raised(),
-            endpoints: Default::default(),
+            endpoints: {
+                let (dashboard, metrics) = self.dashboard.endpoints();
+                crate::status::Endpoints {
+                    dashboard,
+                    metrics,
+                    ..Default::default()
+                }
+            },
             restart_removals: self
                 .restart_removals
                 .load(std::sync::atomic::Ordering::Relaxed),
