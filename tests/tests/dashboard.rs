@@ -398,9 +398,9 @@ fn controls_work_and_refuse_bad_values_with_the_cli_message() {
     );
     assert_eq!(r.code, 200, "{}", r.body);
     assert!(message(&r).contains("cognito-0"), "{}", r.body);
-    let st = fleet.status();
-    let mode = status::gauge(&st, "cognito", "mode");
-    assert_eq!(mode, "fixed", "the remediation is in force");
+    fleet.wait_until("the remediation in force", UP, |s| {
+        Ok(status::try_gauge(s, "cognito", "mode")? == "fixed")
+    });
 
     // clear-faults: an unknown id is refused; one fault is cleared.
     let r = post("clear-faults", &[("id", "f-99")]);
@@ -436,4 +436,160 @@ fn controls_work_and_refuse_bad_values_with_the_cli_message() {
     fleet.wait_status("every front-end restarted and ready", UP, |s| {
         status::full_mesh(s, 2) && s.frontends.iter().all(|f| !before.contains(&f.pid))
     });
+}
+
+/// The Chromium binary (`CHROMIUM` or `chromium` on the PATH); the test
+/// fails, saying how to install it, when there is none.
+fn chromium() -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_owned());
+    match std::process::Command::new(&bin).arg("--version").output() {
+        Ok(o) if o.status.success() => bin,
+        other => panic!(
+            "headless Chromium is needed for this test and `{bin} --version` failed ({other:?}); \
+             install it with `apt-get install -y chromium` (.ci/run does) or set CHROMIUM"
+        ),
+    }
+}
+
+/// Runs headless Chromium on `url` with `args`; returns its stdout.
+fn headless(bin: &str, profile: &std::path::Path, url: &str, args: &[String]) -> String {
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    let status =
+        cascade_tests::wait_exit(&mut child, "chromium to finish", Duration::from_secs(60));
+    let out = child.wait_with_output().expect("chromium output");
+    assert!(
+        status.success(),
+        "{bin} {args:?} {url} failed: {status}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The page as Chromium renders it (DOM), and a 1280x800 screenshot at `png`.
+fn load(url: &str, png: &std::path::Path) -> String {
+    let bin = chromium();
+    let profile = png.with_extension("profile");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = headless(&bin, &profile, url, &["--dump-dom".to_owned()]);
+    headless(
+        &bin,
+        &profile,
+        url,
+        &[format!("--screenshot={}", png.display())],
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+    let meta = std::fs::metadata(png)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
+    assert!(
+        meta.len() > 10_000,
+        "a real screenshot, not an empty one: {} bytes",
+        meta.len()
+    );
+    dom
+}
+
+/// `attr="value"` occurrences in `dom`.
+fn count(dom: &str, attr: &str, value: &str) -> usize {
+    dom.matches(&format!("{attr}=\"{value}\"")).count()
+}
+
+/// The text of the element with `id` (up to its first tag end).
+fn text_of(dom: &str, id: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
+    let rest = &dom[at..];
+    let start = rest.find('>').expect("tag end") + 1;
+    let end = rest[start..].find('<').expect("text end");
+    rest[start..start + end].trim().to_owned()
+}
+
+#[test]
+fn headless_chromium_shows_a_healthy_fleet_then_every_front_end_unusable() {
+    let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    let n = 8usize;
+    let base_threads = cascade_tests::learn_base_threads("dash-page-base", UP) as u64;
+    let limit = base_threads + n as u64 - 1;
+    let (n_s, limit_s) = (n.to_string(), limit.to_string());
+    let fleet = Fleet::up(
+        "dash-page",
+        &[
+            "--services",
+            "kinesis",
+            "--frontends",
+            &n_s,
+            "--thread-limit",
+            &limit_s,
+            "--time-scale",
+            "3600",
+        ],
+    );
+    let s = fleet.wait_status("a healthy full mesh", UP, |s| {
+        status::full_mesh(s, n) && s.services.iter().all(|x| !x.health.is_impaired())
+    });
+    let url = dashboard(&s);
+
+    let healthy = out_dir.join("healthy.png");
+    let dom = load(&url, &healthy);
+    assert_eq!(
+        count(&dom, "data-map", "ready"),
+        n,
+        "every cell ready:\n{dom}"
+    );
+    assert_eq!(text_of(&dom, "eagain"), "0");
+    assert_eq!(
+        count(&dom, "data-health", "down") + count(&dom, "data-health", "degraded"),
+        0,
+        "{dom}"
+    );
+
+    fleet.ok(&["add-capacity", "2"]);
+    let tipped = fleet.wait_status("every map unusable, Kinesis impaired", UP, |s| {
+        s.count_maps(MapState::Unusable) == n + 2
+            && status::service(s, "kinesis").health.is_impaired()
+    });
+    let png = out_dir.join("tipped.png");
+    let dom = eventually("the page at the tip", UP, || {
+        let dom = load(&url, &png);
+        if count(&dom, "data-map", "unusable") == n + 2 {
+            Ok(dom)
+        } else {
+            Err(format!("not every cell unusable yet:\n{dom}"))
+        }
+    });
+    assert_eq!(count(&dom, "data-map", "ready"), 0, "{dom}");
+    let eagain: u64 = text_of(&dom, "eagain").parse().expect("EAGAIN count");
+    assert!(
+        eagain >= tipped.main_fleet().map(|f| f.spawn_failures).sum::<u64>() && eagain > 0,
+        "the page's EAGAIN {eagain}, status {}",
+        status::pretty(&tipped)
+    );
+    assert_eq!(text_of(&dom, "maps-unusable"), (n + 2).to_string());
+    // Kinesis is impaired on the graph and in the services table.
+    let k = dom
+        .split("data-service=\"kinesis\"")
+        .skip(1)
+        .map(|rest| rest.split('>').next().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        k.len() >= 2 && k.iter().all(|a| !a.contains("data-health=\"serving\"")),
+        "kinesis impaired in the graph and the table: {k:?}"
+    );
+    println!("screenshots: {} and {}", healthy.display(), png.display());
 }

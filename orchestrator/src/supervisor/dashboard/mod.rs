@@ -220,9 +220,12 @@ async fn metrics_text(State(c): State<Ctx>) -> impl IntoResponse {
 
 /// `/events?after=N`: the frames after `N` (the page passes the id it was
 /// rendered with), then each new one.
+/// `view=html`: each frame as the page's rendered live region (event
+/// `view`) instead of its JSON (event `frame`); the ids are the same.
 #[derive(Debug, serde::Deserialize)]
 struct After {
     after: Option<u64>,
+    view: Option<String>,
 }
 
 async fn events(
@@ -246,17 +249,30 @@ async fn events(
         last,
         pending: VecDeque::new(),
         stop: c.stop.clone(),
+        html: q.view.as_deref() == Some("html"),
     };
     let stream = futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(f) = st.pending.pop_front() {
                 st.last = f.id;
-                let ev = Event::default()
-                    .id(f.id.to_string())
-                    .event("frame")
-                    .json_data(&*f)
-                    .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()));
-                return Some((Ok(ev), st));
+                let ev = if st.html {
+                    let frames: Vec<Arc<Frame>> = st
+                        .sup
+                        .dashboard
+                        .frames()
+                        .into_iter()
+                        .filter(|x| x.id <= f.id)
+                        .collect();
+                    // SSE cannot carry a carriage return; HTML does not need one.
+                    let html = page::live(&frames).into_string().replace('\r', "");
+                    Event::default().event("view").data(html)
+                } else {
+                    Event::default()
+                        .event("frame")
+                        .json_data(&*f)
+                        .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+                };
+                return Some((Ok(ev.id(f.id.to_string())), st));
             }
             st.pending = st.sup.dashboard.since(st.last).into();
             if !st.pending.is_empty() {
@@ -277,4 +293,5 @@ struct StreamState {
     last: u64,
     pending: VecDeque<Arc<Frame>>,
     stop: CancellationToken,
+    html: bool,
 }
