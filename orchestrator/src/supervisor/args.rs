@@ -77,6 +77,11 @@ pub struct UpArgs {
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// Internal: the journal of the scenario this run plays (`cascade run`
+    /// sets it), read by the live dashboard for the clock, the phase and
+    /// the expectations as they are judged.
+    #[arg(long, hide = true)]
+    pub scenario_journal: Option<std::path::PathBuf>,
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
@@ -143,6 +148,9 @@ impl UpArgs {
         }
         v.extend(self.topology.to_args());
         v.extend(self.docker.to_args());
+        if let Some(j) = &self.scenario_journal {
+            v.push(format!("--scenario-journal={}", j.display()));
+        }
         if self.daemon {
             v.push("--daemon".into());
         }
@@ -288,6 +296,7 @@ mod tests {
                 any::<bool>(),
                 prop::option::of(any::<u32>()),
                 (any::<[u8; 4]>(), any::<u16>()),
+                prop::option::of("/[a-z0-9./_-]{1,30}"),
             ),
         )
             .prop_map(
@@ -302,6 +311,7 @@ mod tests {
                         daemon,
                         exit_with,
                         (dash_ip, dash_port),
+                        scenario_journal,
                     ),
                 )| UpArgs {
                     frontends,
@@ -315,6 +325,7 @@ mod tests {
                     learning_jitter,
                     request_cost: Duration::from_micros(cost_us),
                     dashboard_listen: std::net::SocketAddr::from((dash_ip, dash_port)),
+                    scenario_journal: scenario_journal.map(std::path::PathBuf::from),
                     topology,
                     docker,
                     daemon,

@@ -36,6 +36,8 @@ pub struct Frame {
     pub maps: [usize; 4],
     /// Refused peer-thread spawns over the fleet.
     pub eagain: u64,
+    /// The scenario being played, when one is (`cascade run`).
+    pub scenario: Option<ScenarioView>,
 }
 
 /// A fault in force.
@@ -294,4 +296,80 @@ pub fn map_counts(st: &Status) -> [usize; 4] {
         MapState::Down,
     ]
     .map(|m| st.count_maps(m))
+}
+
+/// The scenario being played, as its journal tells it so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScenarioView {
+    /// The incident clock at the journal's last entry.
+    pub clock: String,
+    /// The incident's phase (the last step's kind).
+    pub phase: String,
+    /// Steps run.
+    pub steps: u64,
+    /// Expectations judged so far: held, failed.
+    pub held: u64,
+    /// Expectations that failed so far.
+    pub failed: u64,
+    /// Each expectation judged: (held, incident clock, what).
+    pub expectations: Vec<(bool, String, String)>,
+    /// The journal's last entry.
+    pub last: String,
+    /// The run's verdict, once given.
+    pub verdict: String,
+}
+
+/// Follows a scenario's `journal.jsonl` (the `cascade run` that plays it
+/// writes it, flushed line by line), reading only what was appended.
+#[derive(Debug, Default)]
+pub struct JournalTail {
+    offset: u64,
+    partial: String,
+    view: ScenarioView,
+    seen: bool,
+}
+
+impl JournalTail {
+    /// Reads what was appended to `path` since the last call; the view so far.
+    pub fn read(&mut self, path: &std::path::Path) -> Option<ScenarioView> {
+        use crate::engine::journal::JournalEntry;
+        use crate::engine::report::EventKind;
+        use std::io::{Read as _, Seek as _};
+        if let Ok(mut f) = std::fs::File::open(path)
+            && f.seek(std::io::SeekFrom::Start(self.offset)).is_ok()
+        {
+            let mut buf = String::new();
+            if let Ok(n) = f.read_to_string(&mut buf) {
+                self.offset += n as u64;
+                self.partial.push_str(&buf);
+            }
+        }
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            let Ok(e) = serde_json::from_str::<JournalEntry>(line.trim()) else {
+                continue;
+            };
+            self.seen = true;
+            let v = &mut self.view;
+            v.clock = e.clock.clone();
+            v.phase = e.phase.clone();
+            v.last = e.detail.clone();
+            match e.kind {
+                EventKind::Step => v.steps += 1,
+                EventKind::ExpectHeld | EventKind::ExpectFailed => {
+                    let held = e.kind == EventKind::ExpectHeld;
+                    if held {
+                        v.held += 1;
+                    } else {
+                        v.failed += 1;
+                    }
+                    v.expectations
+                        .push((held, e.clock.clone(), e.detail.clone()));
+                }
+                EventKind::Verdict => v.verdict = e.detail.clone(),
+                _ => {}
+            }
+        }
+        self.seen.then(|| self.view.clone())
+    }
 }

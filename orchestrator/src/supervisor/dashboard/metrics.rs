@@ -60,6 +60,11 @@ struct Enforcement {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FaultLabel {
     id: String,
     summary: String,
@@ -94,7 +99,12 @@ const MAPS: [MapState; 4] = [
 const HEALTHS: [Health; 3] = [Health::Serving, Health::Degraded, Health::Down];
 
 /// The exposition of `st`, the faults in force and the recorder's counters.
-pub fn render(st: &Status, faults: &[sv::ActiveFault], recorder: &Recorder) -> String {
+pub fn render(
+    st: &Status,
+    faults: &[sv::ActiveFault],
+    recorder: &Recorder,
+    scenario: Option<&super::frame::ScenarioView>,
+) -> String {
     let mut r = Registry::with_prefix("cascade");
 
     let limit = gauges::<Enforcement>(
@@ -254,6 +264,35 @@ pub fn render(st: &Status, faults: &[sv::ActiveFault], recorder: &Recorder) -> S
         alarms.clone(),
     );
     alarms.set(st.alarms.len() as f64);
+
+    if let Some(sc) = scenario {
+        let steps = G::default();
+        r.register(
+            "scenario_steps_run",
+            "Steps of the playing scenario run so far",
+            steps.clone(),
+        );
+        steps.set(sc.steps as f64);
+        let judged = gauges::<Outcome>(
+            &mut r,
+            "scenario_expectations",
+            "Expectations of the playing scenario judged so far, by result",
+        );
+        for (result, n) in [("held", sc.held), ("failed", sc.failed)] {
+            judged
+                .get_or_create(&Outcome {
+                    result: result.into(),
+                })
+                .set(n as f64);
+        }
+        let clock = G::default();
+        r.register(
+            "scenario_incident_clock_seconds",
+            "The playing scenario's incident clock at its journal's last entry",
+            clock.clone(),
+        );
+        clock.set(crate::clock::parse_clock(&sc.clock).unwrap_or(0.0));
+    }
 
     let mut out = String::new();
     if let Err(e) = encode(&mut out, &r) {

@@ -53,6 +53,8 @@ pub(super) struct Hub {
     latest: tokio::sync::watch::Sender<u64>,
     /// Failed attempts to post to the Service Health Dashboard.
     shd_failures: Mutex<Vec<ShdView>>,
+    /// The scenario's journal, as read so far.
+    journal: Mutex<frame::JournalTail>,
 }
 
 impl Default for Hub {
@@ -63,6 +65,7 @@ impl Default for Hub {
             ring: Mutex::default(),
             latest: tokio::sync::watch::Sender::new(0),
             shd_failures: Mutex::default(),
+            journal: Mutex::default(),
         }
     }
 }
@@ -135,6 +138,11 @@ impl Supervisor {
                 expires_ms: f.expires_ms,
             })
             .collect();
+        let scenario = self
+            .args
+            .scenario_journal
+            .as_deref()
+            .and_then(|p| hub.journal.lock().read(p));
         let run_s = hub.started.elapsed().as_secs_f64();
         let mut ring = hub.ring.lock();
         let id = ring.back().map_or(1, |f| f.id + 1);
@@ -151,6 +159,7 @@ impl Supervisor {
             faults,
             shd,
             status,
+            scenario,
         };
         ring.push_back(Arc::new(frame));
         while ring.len() > RING {
@@ -208,7 +217,18 @@ async fn index(State(c): State<Ctx>) -> Html<String> {
 }
 
 async fn metrics_text(State(c): State<Ctx>) -> impl IntoResponse {
-    let body = metrics::render(&c.sup.status(), &c.sup.faults.list(), &c.sup.recorder);
+    let scenario = c
+        .sup
+        .dashboard
+        .frames()
+        .last()
+        .and_then(|f| f.scenario.clone());
+    let body = metrics::render(
+        &c.sup.status(),
+        &c.sup.faults.list(),
+        &c.sup.recorder,
+        scenario.as_ref(),
+    );
     (
         [(
             header::CONTENT_TYPE,

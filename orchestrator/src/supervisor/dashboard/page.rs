@@ -113,6 +113,7 @@ pub fn live(frames: &[Arc<Frame>]) -> Markup {
     };
     html! {
         (summary(f))
+        @if let Some(sc) = &f.scenario { (scenario(sc)) }
         div.grid {
             div {
                 (fleet(f))
@@ -124,6 +125,30 @@ pub fn live(frames: &[Arc<Frame>]) -> Markup {
                 (faults(f))
                 (shd(f))
             }
+        }
+    }
+}
+
+/// The scenario's incident clock, phase and expectations as judged.
+fn scenario(sc: &super::frame::ScenarioView) -> Markup {
+    html! {
+        section #scenario {
+            div.counts {
+                span { "incident clock " b #incident-clock style={ "color:" (BLUE) } { (sc.clock) } }
+                span { "phase " b #phase { (sc.phase) } }
+                span { "steps run " b { (sc.steps) } }
+                span.ok { "expectations held " b #expect-held { (sc.held) } }
+                span.bad { "failed " b #expect-failed { (sc.failed) } }
+                @if !sc.verdict.is_empty() { span { "verdict " b { (sc.verdict) } } }
+            }
+            @if !sc.expectations.is_empty() {
+                table {
+                    @for (held, clock, what) in sc.expectations.iter().rev().take(4) {
+                        tr { td.t { (clock) } td class=(if *held { "ok" } else { "bad" }) { (if *held { "held" } else { "failed" }) } td { (what) } }
+                    }
+                }
+            }
+            p.note { "last: " (sc.last) }
         }
     }
 }
