@@ -74,10 +74,19 @@ impl Hub {
     /// `endpoints.dashboard` and `endpoints.metrics`, once served.
     pub(super) fn endpoints(&self) -> (Option<String>, Option<String>) {
         match self.addr.get() {
-            Some(a) => (
-                Some(format!("http://{a}/")),
-                Some(format!("http://{a}/metrics")),
-            ),
+            Some(a) => {
+                // Bound to every address (docker mode's 0.0.0.0:7800, which
+                // compose publishes on the host's 127.0.0.1 at the same
+                // port): name the loopback one.
+                let mut a = *a;
+                if a.ip().is_unspecified() {
+                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                (
+                    Some(format!("http://{a}/")),
+                    Some(format!("http://{a}/metrics")),
+                )
+            }
             None => (None, None),
         }
     }
