@@ -25,6 +25,8 @@ fi
 project="cascade-smoke-$$-$(date +%s)"
 export COMPOSE_PROJECT_NAME="$project"
 export CASCADE_CONTROL_PORT=""          # any free loopback port
+export CASCADE_KINESIS_AWS_PORT=""      # (the AWS endpoint and the dashboard too)
+export CASCADE_DASHBOARD_PORT=""
 export CASCADE_IMAGE="${CASCADE_IMAGE:-cascade:local}"
 cascade=./target/release/cascade
 deadline_s="${SMOKE_DEADLINE_S:-240}"

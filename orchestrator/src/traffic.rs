@@ -8,6 +8,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use std::time::{Duration, Instant};
 
 use cascade_core::kinesis::{KinesisArgs, KinesisProducer};
@@ -334,14 +338,79 @@ pub fn code_name(c: tonic::Code) -> String {
     out
 }
 
-/// Per-service, per-second history of customer calls.
-#[derive(Debug, Default)]
+/// Per-service, per-second history of customer calls, and cumulative
+/// counters of them for `/metrics`.
+#[derive(Debug)]
 pub struct Recorder {
     history: Mutex<BTreeMap<Service, VecDeque<Bucket>>>,
+    /// Calls ended, by service and gRPC code (`OK` for a success).
+    calls: Family<CallLabels, Counter>,
+    /// Call latency, seconds, by service.
+    latency: Family<ServiceLabel, Histogram, fn() -> Histogram>,
+}
+
+/// `/metrics` labels of a customer call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    code: String,
+}
+
+/// `/metrics` label of a service.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+/// Latency buckets, seconds: 1 ms to 10 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            history: Mutex::default(),
+            calls: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl Recorder {
+    /// Registers the cumulative call counters and the latency histogram
+    /// (`call_total{service,code}`, `call_latency_seconds{service}`).
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "call",
+            "Customer calls ended, by service and gRPC code (OK: succeeded)",
+            self.calls.clone(),
+        );
+        r.register(
+            "call_latency_seconds",
+            "Customer call latency, by service",
+            self.latency.clone(),
+        );
+    }
+
     fn record(&self, svc: Service, started: i64, r: &Result<(), tonic::Status>, ms: f64) {
+        let code = match r {
+            Ok(()) => "OK".to_owned(),
+            Err(s) => code_name(s.code()),
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                service: svc.name().to_owned(),
+                code,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ServiceLabel {
+                service: svc.name().to_owned(),
+            })
+            .observe(ms / 1000.0);
         let mut h = self.history.lock();
         let q = h.entry(svc).or_default();
         let pos = q.iter().rposition(|b| b.sec == started);

@@ -18,6 +18,7 @@ pub use crate::probe::ProbeReport;
 
 pub mod bench;
 pub mod floor;
+pub mod http;
 pub mod kinesis;
 pub mod outputs;
 pub mod plot;
@@ -141,6 +142,13 @@ impl Home {
     /// Runs `cascade args...` and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("run cascade")
+    }
+
+    /// The run's token from `supervisor.json`, if one is recorded.
+    pub fn token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join("supervisor.json")).ok()?;
+        let sup: SupervisorFile = serde_json::from_str(&text).ok()?;
+        sup.token
     }
 
     /// The supervisor pid from `supervisor.json`, if one is recorded.

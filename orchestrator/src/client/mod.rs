@@ -145,6 +145,12 @@ pub async fn remove_capacity(count: u32) -> anyhow::Result<()> {
 /// The floor of the default health gate, in wall time.
 const MIN_DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+/// The restart's default health gate: 15 incident minutes, but never less
+/// than a process needs to start and populate its map at any time scale.
+pub fn default_restart_grace(time_scale: f64) -> Duration {
+    crate::clock::to_wall(Duration::from_secs(15 * 60), time_scale).max(MIN_DEFAULT_GRACE)
+}
+
 /// `cascade restart-frontends` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RestartArgs {
@@ -180,9 +186,9 @@ pub async fn restart(args: RestartArgs) -> anyhow::Result<()> {
     };
     // The default gate: 15 incident minutes, but never less than a process
     // needs to start and populate its map at any time scale.
-    let grace = args.grace.unwrap_or_else(|| {
-        crate::clock::to_wall(Duration::from_secs(15 * 60), st.time_scale).max(MIN_DEFAULT_GRACE)
-    });
+    let grace = args
+        .grace
+        .unwrap_or_else(|| default_restart_grace(st.time_scale));
     say!(
         "restarting {batch} at a time, {} between batches, health gate {}",
         humantime::format_duration(args.interval),

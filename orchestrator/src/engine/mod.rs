@@ -131,6 +131,12 @@ pub async fn run(
         scale: s.topology.time_scale,
     };
     let journal = Journal::create(&dir.join("journal.jsonl"), clock, output)?;
+    // The supervisor's live dashboard follows the scenario through its journal.
+    up.scenario_journal = Some(
+        dir.join("journal.jsonl")
+            .canonicalize()
+            .unwrap_or_else(|_| dir.join("journal.jsonl")),
+    );
     let until = args
         .until
         .as_deref()

@@ -3,7 +3,6 @@
 //! status, and a span per call.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cascade_proto::supervisor as sv;
 use cascade_proto::supervisor::supervisor_server::{Supervisor as SupervisorApi, SupervisorServer};
@@ -80,16 +79,7 @@ impl SupervisorApi for Api {
     ) -> Reply<Self::RestartFrontendsStream> {
         self.authorize(&r, "RestartFrontends")?;
         let r = r.into_inner();
-        if r.batch == 0 {
-            return Err(Status::invalid_argument(
-                "batch: restart at least 1 front-end at a time",
-            ));
-        }
-        let plan = RestartPlan {
-            batch: r.batch as usize,
-            interval: Duration::from_millis(r.interval_ms),
-            grace: Duration::from_millis(r.grace_ms),
-        };
+        let plan = RestartPlan::new(r.batch, r.interval_ms, r.grace_ms)?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let (steps, mut progress) = tokio::sync::mpsc::channel(16);
         let sup = self.0.clone();
@@ -154,12 +144,7 @@ impl SupervisorApi for Api {
     ) -> Reply<sv::ClearFaultsReply> {
         self.authorize(&r, "ClearFaults")?;
         let id = r.into_inner().id;
-        let cleared = self.0.clear_faults(&id).await;
-        if !id.is_empty() && cleared.is_empty() {
-            return Err(Status::invalid_argument(format!(
-                "id: no active fault {id:?}; `cascade faults` lists them"
-            )));
-        }
+        let cleared = self.0.clear_faults_request(&id).await?;
         Ok(Response::new(sv::ClearFaultsReply { cleared }))
     }
 }

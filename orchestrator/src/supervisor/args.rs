@@ -74,10 +74,19 @@ pub struct UpArgs {
     /// port. `status --json` shows it as `endpoints.kinesis_aws`.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub kinesis_aws_listen: std::net::SocketAddr,
+    /// Address of the live dashboard and `/metrics` (HTTP); port 0: any
+    /// free port. `cascade status --json` names it (`endpoints.dashboard`).
+    #[arg(long, default_value = "127.0.0.1:0", env = "CASCADE_DASHBOARD_LISTEN")]
+    pub dashboard_listen: std::net::SocketAddr,
     #[command(flatten)]
     pub topology: TopologyArgs,
     #[command(flatten)]
     pub docker: DockerArgs,
+    /// Internal: the journal of the scenario this run plays (`cascade run`
+    /// sets it), read by the live dashboard for the clock, the phase and
+    /// the expectations as they are judged.
+    #[arg(long, hide = true)]
+    pub scenario_journal: Option<std::path::PathBuf>,
     /// Internal: run as the detached supervisor (no live view).
     #[arg(long, hide = true)]
     pub daemon: bool,
@@ -137,6 +146,7 @@ impl UpArgs {
                 "--request-cost={}",
                 humantime::format_duration(self.request_cost)
             ),
+            format!("--dashboard-listen={}", self.dashboard_listen),
         ];
         v.push(format!("--kinesis-aws-listen={}", self.kinesis_aws_listen));
         if self.detach {
@@ -144,6 +154,9 @@ impl UpArgs {
         }
         v.extend(self.topology.to_args());
         v.extend(self.docker.to_args());
+        if let Some(j) = &self.scenario_journal {
+            v.push(format!("--scenario-journal={}", j.display()));
+        }
         if self.daemon {
             v.push("--daemon".into());
         }
@@ -288,7 +301,11 @@ mod tests {
                 docker(),
                 any::<bool>(),
                 prop::option::of(any::<u32>()),
-                (any::<[u8; 4]>(), any::<u16>()),
+                (
+                    (any::<[u8; 4]>(), any::<u16>()),
+                    (any::<[u8; 4]>(), any::<u16>()),
+                ),
+                prop::option::of("/[a-z0-9./_-]{1,30}"),
             ),
         )
             .prop_map(
@@ -302,7 +319,8 @@ mod tests {
                         docker,
                         daemon,
                         exit_with,
-                        (aws_ip, aws_port),
+                        ((aws_ip, aws_port), (dash_ip, dash_port)),
+                        scenario_journal,
                     ),
                 )| UpArgs {
                     frontends,
@@ -316,6 +334,8 @@ mod tests {
                     learning_jitter,
                     request_cost: Duration::from_micros(cost_us),
                     kinesis_aws_listen: std::net::SocketAddr::from((aws_ip, aws_port)),
+                    dashboard_listen: std::net::SocketAddr::from((dash_ip, dash_port)),
+                    scenario_journal: scenario_journal.map(std::path::PathBuf::from),
                     topology,
                     docker,
                     daemon,

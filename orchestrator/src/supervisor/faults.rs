@@ -277,6 +277,21 @@ impl Supervisor {
         Ok((targets, Revert::ThreadLimit(saved)))
     }
 
+    /// `cascade clear [ID]`: clears one fault (an unknown id is refused)
+    /// or, without an id, every fault; returns the ids cleared.
+    pub(super) async fn clear_faults_request(
+        &self,
+        id: &str,
+    ) -> Result<Vec<String>, SupervisorError> {
+        let cleared = self.clear_faults(id).await;
+        if !id.is_empty() && cleared.is_empty() {
+            return Err(SupervisorError::InvalidArgument(format!(
+                "id: no active fault {id:?}; `cascade faults` lists them"
+            )));
+        }
+        Ok(cleared)
+    }
+
     /// Reverts fault `id`, or every fault when `id` is empty; returns the ids reverted.
     pub(super) async fn clear_faults(&self, id: &str) -> Vec<String> {
         let gone: Vec<ActiveFault> = {

@@ -13,6 +13,7 @@ mod alarm;
 mod api;
 mod args;
 mod aws_lb;
+mod dashboard;
 mod faults;
 mod fleet;
 mod readiness;
@@ -101,6 +102,8 @@ pub struct Supervisor {
     restart_removals: AtomicU64,
     /// The balanced AWS Kinesis endpoint, `http://ADDR`, once it serves.
     kinesis_aws: Mutex<Option<String>>,
+    /// The live dashboard's frames and address.
+    dashboard: dashboard::Hub,
     /// Cancelled to take the run down.
     shutdown: CancellationToken,
     /// Docker mode: the engine, the compose project and its containers.
@@ -267,6 +270,7 @@ async fn prepare(
         alarm: alarm::Alarm::default(),
         restart_removals: AtomicU64::new(0),
         kinesis_aws: Mutex::default(),
+        dashboard: dashboard::Hub::default(),
         shutdown,
         docker,
     })
@@ -278,12 +282,25 @@ async fn serve(
     home_dir: &Path,
     control: std::net::TcpListener,
 ) -> anyhow::Result<()> {
+    // The dashboard serves from the start (the fleet filling up is worth
+    // watching) and stops with the run, whichever way `serve` returns.
+    let dash_stop = sup.shutdown.child_token();
+    let _dash_guard = dash_stop.clone().drop_guard();
+    let dash = dashboard::serve(
+        sup.clone(),
+        dashboard::bind(sup.args.dashboard_listen).await?,
+        dash_stop.clone(),
+    )?;
+    if let (Some(url), _) = sup.dashboard.endpoints() {
+        println!("cascade: live dashboard at {url} (Prometheus metrics at {url}metrics)");
+    }
     tokio::select! {
         r = sup.start() => r?,
         _ = sup.shutdown.cancelled() => return Ok(()),
     }
     sup.watch_once().await;
     start_aws_endpoint(sup).await?;
+    sup.publish_frame();
     control.set_nonblocking(true)?;
     let control_addr = control.local_addr()?.to_string();
     let listener = tokio::net::TcpListener::from_std(control)?;
@@ -319,7 +336,9 @@ async fn serve(
     }
     watch_until_shutdown(sup).await;
     println!("cascade: stopping ...");
+    dash_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), dash).await;
     Ok(())
 }
 
@@ -379,6 +398,7 @@ async fn watch_until_shutdown(sup: &Arc<Supervisor>) {
             return;
         }
         sup.watch_once().await;
+        sup.publish_frame();
         if sup.args.topology.thread_alarm {
             sup.thread_alarm();
         }

@@ -31,6 +31,27 @@ pub struct RestartPlan {
     pub grace: Duration,
 }
 
+impl RestartPlan {
+    /// The plan `restart-frontends` asks for (times in ms), validated once
+    /// for the control API and the dashboard alike.
+    pub fn new(
+        batch: u32,
+        interval_ms: u64,
+        grace_ms: u64,
+    ) -> Result<Self, super::SupervisorError> {
+        if batch == 0 {
+            return Err(super::SupervisorError::InvalidArgument(
+                "batch: restart at least 1 front-end at a time".into(),
+            ));
+        }
+        Ok(Self {
+            batch: batch as usize,
+            interval: Duration::from_millis(interval_ms),
+            grace: Duration::from_millis(grace_ms),
+        })
+    }
+}
+
 /// One step of a rolling restart, as it is reported.
 #[derive(Debug, Clone, Default)]
 pub struct RestartProgress {

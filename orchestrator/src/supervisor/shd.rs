@@ -31,7 +31,15 @@ impl Supervisor {
         let (path, operator) = if r.backup {
             ("backup", "operator (backup tool)".to_owned())
         } else {
-            ("primary", self.verify_operator(r.token).await?)
+            match self.verify_operator(r.token).await {
+                Ok(op) => ("primary", op),
+                Err(e) => {
+                    // Shown on the dashboard's SHD panel as a failed attempt.
+                    self.dashboard
+                        .shd_failed("primary", &r.message, &e.to_string());
+                    return Err(e);
+                }
+            }
         };
         let post = sv::ShdPost {
             at_ms: cascade_core::now_ms(),

@@ -245,9 +245,13 @@ impl Supervisor {
             traffic_rate: self.args.topology.traffic_rate,
             supervisor_pid: std::process::id(),
             alarms: self.alarm.raised(),
-            endpoints: crate::status::Endpoints {
-                kinesis_aws: self.kinesis_aws.lock().clone(),
-                ..Default::default()
+            endpoints: {
+                let (dashboard, metrics) = self.dashboard.endpoints();
+                crate::status::Endpoints {
+                    kinesis_aws: self.kinesis_aws.lock().clone(),
+                    dashboard,
+                    metrics,
+                }
             },
             restart_removals: self
                 .restart_removals

@@ -48,14 +48,22 @@ pub fn service_token() -> Option<&'static str> {
 /// refused `UNAUTHENTICATED` and logged, naming the call. Compared in
 /// constant time.
 pub fn check<T>(req: &Request<T>, expected: Option<&str>, call: &str) -> Result<(), Status> {
+    let header = req.metadata().get(HEADER).and_then(|v| v.to_str().ok());
+    check_header(header, expected, call).map_err(Status::unauthenticated)
+}
+
+/// Checks an `authorization` header value (`Bearer <token>`) against
+/// `expected` (if any), in constant time; the refusal says what was wrong
+/// and where the token is found, and is logged.
+pub fn check_header(
+    header: Option<&str>,
+    expected: Option<&str>,
+    call: &str,
+) -> Result<(), String> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let given = req
-        .metadata()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = header.and_then(|v| v.strip_prefix("Bearer "));
     let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
     if ok {
         return Ok(());
@@ -66,10 +74,10 @@ pub fn check<T>(req: &Request<T>, expected: Option<&str>, call: &str) -> Result<
         "no token"
     };
     tracing::warn!(call, why, "refused an unauthenticated control call");
-    Err(Status::unauthenticated(format!(
+    Err(format!(
         "{call} changes the run and needs the run's token ({why} given): the cascade CLI \
          reads it from the run's supervisor.json, or from ${USER_TOKEN_ENV}"
-    )))
+    ))
 }
 
 /// Adds `token` (if any) to an outgoing request.
