@@ -141,14 +141,7 @@ fn cell(n: u64, l: u64, deadline: Duration) -> (Cell, f64, String) {
 fn main() {
     let a = Args::parse();
     if let Some(path) = &a.replot {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| fail(&format!("--replot {}: {e}", path.display())));
-        let report: Report = serde_json::from_str(&text).unwrap_or_else(|e| {
-            fail(&format!(
-                "--replot {}: not a {NAME} report: {e}",
-                path.display()
-            ))
-        });
+        let report: Report = bench::read_report(path, NAME).unwrap_or_else(|e| fail(&e));
         draw(&report);
         return;
     }

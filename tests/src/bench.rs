@@ -92,6 +92,18 @@ pub fn out_dir() -> PathBuf {
     dir
 }
 
+/// Reads back a report `write_json` wrote (`--replot`); the error names
+/// the file and what it is not.
+pub fn read_report<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    name: &str,
+) -> Result<T, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--replot {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("--replot {}: not a {name} report: {e}", path.display()))
+}
+
 /// Writes `report` as pretty JSON to `target/bench/<name>.json`; returns the path.
 pub fn write_json<T: Serialize>(name: &str, report: &T) -> PathBuf {
     let path = out_dir().join(format!("{name}.json"));
