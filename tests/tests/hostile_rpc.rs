@@ -7,9 +7,15 @@
 //! service that crashes or hangs fails the health and liveness checks after
 //! the barrage.
 //!
+//! A call that times out is allowed (a slow answer is not a wrong one), but
+//! more than a few mean a service stopped answering, and fail the test.
+//!
 //! Left out: the back end's `Membership` (any caller may register a member,
 //! and a bogus member is a legitimate way to change the fleet, not a bug),
-//! and the supervisor's API (its mutations need the run's token; see auth.rs).
+//! the names of the streams the services themselves write to (deleting
+//! Cognito's access-log stream is the incident's own way to block sign-ins,
+//! not a bug), and the supervisor's API (its mutations need the run's
+//! token; see auth.rs).
 
 use std::time::Duration;
 
@@ -166,7 +172,6 @@ fn value_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(b"shardId-999999999999".to_vec()),
         Just(b"TRIM_HORIZON".to_vec()),
         Just(b"operator".to_vec()),
-        Just(b"cascade-access-log".to_vec()),
         prop::collection::vec(any::<u8>(), 0..64),
         // Over a megabyte: a record past Kinesis's 1 MiB limit.
         Just(vec![b'x'; 1_100_000]),
@@ -208,6 +213,10 @@ fn field() -> impl Strategy<Value = Field> {
 fn call() -> impl Strategy<Value = (usize, Vec<Field>)> {
     (0..METHODS.len(), prop::collection::vec(field(), 0..6))
 }
+
+/// Calls that may time out (under CI load) before the test says a service
+/// stopped answering.
+const MAX_TIMEOUTS: u32 = 10;
 
 fn acceptable(s: &tonic::Status) -> bool {
     use tonic::Code::*;
@@ -278,6 +287,7 @@ fn generated_requests_to_every_service_are_answered_or_refused_and_nothing_break
         failure_persistence: None,
         ..Config::default()
     });
+    let timeouts = std::cell::Cell::new(0u32);
     let answered = std::cell::RefCell::new(std::collections::BTreeMap::<String, usize>::new());
     let result = runner.run(&call(), |(m, fields)| {
         let (_, path) = METHODS[m];
@@ -289,7 +299,7 @@ fn generated_requests_to_every_service_are_answered_or_refused_and_nothing_break
                     .await
                     .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
                 let mut req = tonic::Request::new(body);
-                req.set_timeout(Duration::from_secs(5));
+                req.set_timeout(Duration::from_secs(3));
                 grpc.unary(req, PathAndQuery::from_static(path), Raw).await
             })
             .await
@@ -299,6 +309,15 @@ fn generated_requests_to_every_service_are_answered_or_refused_and_nothing_break
             Ok(_) => "OK".to_string(),
             Err(s) => format!("{:?}", s.code()),
         };
+        if matches!(&r, Err(s) if matches!(s.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)) {
+            let n = timeouts.get() + 1;
+            timeouts.set(n);
+            let shown: String = format!("{fields:?}").chars().take(300).collect();
+            prop_assert!(
+                n <= MAX_TIMEOUTS,
+                "{n} calls timed out, the last {path} {shown}: a service stopped answering"
+            );
+        }
         *answered
             .borrow_mut()
             .entry(format!("{path} {outcome}"))

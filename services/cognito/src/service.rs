@@ -191,6 +191,14 @@ impl CognitoService {
             .await
             .expect("the worker pool is never closed");
         let (username, result) = work(&self.0.pool);
+        // The record carries what was asked, bounded: an unvalidated
+        // username of a megabyte would make a record Kinesis refuses for
+        // good, and the flush would keep retrying it (found by
+        // tests/tests/hostile_rpc.rs).
+        let username: String = username
+            .chars()
+            .take(crate::pool::MAX_USERNAME_CHARS + 1)
+            .collect();
         let outcome = match &result {
             Ok(_) => "OK",
             Err(e) => e.code_name(),
@@ -416,6 +424,32 @@ mod tests {
         while svc.access_log().stats().bytes + len <= MIN_CAPACITY {
             assert!(sign_in().await.is_ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_huge_username_is_refused_and_logs_a_bounded_record() {
+        let svc = CognitoService::new(settings(Mode::Bug, 4)).expect("valid settings");
+        let huge = "x".repeat(2 << 20);
+        let e = svc
+            .sign_up(Request::new(pb::SignUpRequest {
+                username: huge.clone(),
+                password: "p".into(),
+            }))
+            .await
+            .err();
+        assert_eq!(e.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+        // Before the fix, the first record (2 MiB) filled the buffer for
+        // good and this call blocked forever.
+        let e = tokio::time::timeout(Duration::from_secs(5), svc.sign_in(sign_in_req(&huge, "p")))
+            .await
+            .expect("a second call is not blocked by the first one's record")
+            .err();
+        assert_eq!(e.map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+        let held = svc.0.access_log.stats().bytes;
+        assert!(
+            held < 2 * 1024,
+            "two access records of a 2 MiB username hold {held} bytes"
+        );
     }
 
     #[tokio::test]
