@@ -243,7 +243,10 @@ impl Fleet {
     /// output if it does not come up.
     pub fn up(tag: &str, args: &[&str]) -> Self {
         let home = Home::new(tag);
-        let mut all = vec!["up", "--detach"];
+        // The supervisor takes everything down once this test process is
+        // gone, so a test killed by its timeout (or SIGKILLed) leaks nothing.
+        let exit_with = format!("--exit-with={}", std::process::id());
+        let mut all = vec!["up", "--detach", &exit_with];
         all.extend_from_slice(args);
         let out = home.run(&all);
         let fleet = Self::watching(home);
