@@ -16,6 +16,7 @@ pub mod report_html;
 pub mod scenario;
 pub mod state;
 pub mod status;
+pub mod stocks;
 pub mod supervisor;
 pub mod topology;
 pub mod traffic;

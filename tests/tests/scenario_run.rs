@@ -317,6 +317,42 @@ fn nov_25_2020_passes_end_to_end_and_cognito_fix_keeps_cognito_unimpaired() {
     every_postmortem_event_is_shown(&r);
     kinesis_recovers_gradually(&r);
     the_cascade_graph_is_drawn_from_evidence(&r);
+    let html = std::fs::read_to_string(home.dir.join("compare/baseline/report.html"))
+        .expect("report.html");
+    the_stocks_fill_and_are_charted(&r, &html);
+}
+
+/// The report keeps the stocks over the run: the fleet's peer threads
+/// reach the room its limits leave, Cognito's access-log buffer reaches its
+/// capacity (what blocks sign-ins), and report.html charts every series.
+fn the_stocks_fill_and_are_charted(r: &Report, html: &str) {
+    let full = |service: &str, name: &str| -> Option<f64> {
+        let s = r
+            .stocks
+            .iter()
+            .find(|s| s.service == service && s.name == name)
+            .unwrap_or_else(|| panic!("no {service} {name} stock in {:#?}", r.stocks));
+        s.samples
+            .iter()
+            .find(|x| cascade::stocks::is_full(x.level, x.capacity))
+            .map(|x| x.t_s)
+    };
+    let threads = full("kinesis", "peer threads");
+    assert!(
+        threads.is_some(),
+        "the peer threads never reached the limits' room: {:#?}",
+        r.stocks
+    );
+    let buffer = full("cognito", "access-log buffer");
+    assert!(
+        buffer.is_some(),
+        "Cognito's access-log buffer never filled: {:#?}",
+        r.stocks
+    );
+    for s in &r.stocks {
+        let tag = format!("data-stock=\"{}/{}\"", s.service, s.name);
+        assert!(html.contains(&tag), "report.html has no chart {tag}");
+    }
 }
 
 /// The fidelity table lists all 16 timed events of the postmortem, each

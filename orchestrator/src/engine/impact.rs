@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{EventKind, FleetSample, HealthSample, ServiceImpact};
+use super::report::{
+    EventKind, FleetSample, HealthSample, ServiceImpact, StockSample, StockSeries,
+};
 use crate::clock::tenths;
 use crate::state::{Health, MapState};
 use crate::status::Status;
@@ -22,6 +24,8 @@ pub struct ImpactTracker {
     pub timeline: BTreeMap<String, Vec<HealthSample>>,
     /// The main fleet's shard-map samples.
     pub fleet: Vec<FleetSample>,
+    /// Every stock's levels, a sample where one changed.
+    pub stocks: Vec<StockSeries>,
     last_health: BTreeMap<String, Health>,
     last_maps: String,
     last_sample: Option<f64>,
@@ -57,6 +61,7 @@ impl ImpactTracker {
                 building: count(MapState::Building),
                 unusable,
             });
+            self.sample_stocks(st, t);
         }
         for svc in &st.services {
             if self.last_health.insert(svc.name.clone(), svc.health) != Some(svc.health) {
@@ -102,6 +107,41 @@ impl ImpactTracker {
         }
         self.last_t = t;
         changes
+    }
+
+    /// Adds a sample to each stock whose level or capacity moved (the first
+    /// sample of every stock is always kept).
+    fn sample_stocks(&mut self, st: &Status, t: f64) {
+        for s in crate::stocks::stocks(st) {
+            let i = match self
+                .stocks
+                .iter()
+                .position(|x| x.service == s.service && x.name == s.name)
+            {
+                Some(i) => i,
+                None => {
+                    self.stocks.push(StockSeries {
+                        service: s.service.clone(),
+                        name: s.name.clone(),
+                        unit: s.unit.clone(),
+                        samples: vec![],
+                    });
+                    self.stocks.len() - 1
+                }
+            };
+            let series = &mut self.stocks[i].samples;
+            if series
+                .last()
+                .is_some_and(|l| l.level == s.level && l.capacity == s.capacity)
+            {
+                continue;
+            }
+            series.push(StockSample {
+                t_s: tenths(t),
+                level: s.level,
+                capacity: s.capacity,
+            });
+        }
     }
 
     /// Each service's first impairment (wall seconds).

@@ -411,6 +411,7 @@ impl Runner {
             cascade: self.cascade.edges(&self.tracker.first_impaired()),
             timeline: self.tracker.timeline.clone(),
             frontends: self.tracker.fleet.clone(),
+            stocks: self.tracker.stocks.clone(),
             expectations: self
                 .expectations
                 .iter()

@@ -42,6 +42,11 @@ pub struct Report {
     /// The main fleet's shard maps sampled over the run.
     #[serde(default)]
     pub frontends: Vec<FleetSample>,
+    /// Every buffer and backlog the cascade fills, and the fleet's peer
+    /// threads, sampled over the run against their capacity (a sample is
+    /// kept when the level or capacity changed: read them as steps).
+    #[serde(default)]
+    pub stocks: Vec<StockSeries>,
     /// Every expectation and how it was judged.
     pub expectations: Vec<ExpectationResult>,
     /// The journal's entries.
@@ -118,6 +123,30 @@ pub struct FleetSample {
     pub building: usize,
     /// Unusable or down.
     pub unusable: usize,
+}
+
+/// One stock (`crate::stocks`) over the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockSeries {
+    /// The service holding it (`kinesis` for the peer threads).
+    pub service: String,
+    /// What it is: `access-log buffer`, `peer threads`, ...
+    pub name: String,
+    /// `bytes`, `events`, `tasks`, `threads`, `datapoints`.
+    pub unit: String,
+    /// Its levels, in wall order; each holds until the next.
+    pub samples: Vec<StockSample>,
+}
+
+/// A stock's level from wall offset `t_s` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockSample {
+    /// Wall offset.
+    pub t_s: f64,
+    /// The level (summed over instances).
+    pub level: f64,
+    /// The capacity then, when the service reports one.
+    pub capacity: Option<f64>,
 }
 
 /// How an expectation was judged.

@@ -1,10 +1,12 @@
 //! Renders a run's `Report` as one self-contained HTML page (`report.html`):
-//! the header with the verdict, the health timeline, the cascade graph and
-//! the impact, expectations and events tables. maud escapes every string
-//! from the report; inline CSS only: no script, font or image, nothing
-//! fetched. Missing values render as "—".
+//! the header with the verdict, the health timeline, the cascade graph, the
+//! stocks (buffers and backlogs against their capacity), and the impact,
+//! expectations and events tables. maud escapes every string from the
+//! report; inline CSS only: no script, font or image, nothing fetched.
+//! Missing values render as "—".
 
 mod graph;
+mod stocks;
 pub mod style;
 mod tables;
 mod timeline;
@@ -44,6 +46,7 @@ pub fn render(report: &Report) -> String {
                     (header(&v))
                     (timeline::section(&v))
                     (graph::section(&v))
+                    (stocks::section(&v))
                     (tables::fidelity(&v))
                     (tables::impact(&v))
                     (tables::expectations(&v))

@@ -102,4 +102,7 @@ td.t{white-space:nowrap;font-variant-numeric:tabular-nums}
 .bad{color:#d63a3a;font-weight:700}
 .kind{display:inline-block;padding:0 7px;border-radius:4px;font-size:12px;color:#fff;white-space:nowrap}
 .empty{color:#6b7280;font-style:italic}
+.stocks{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px 20px}
+figure.stock{margin:0}
+figure.stock figcaption{font-size:12.5px;color:#374151;margin-bottom:3px}
 ";

@@ -9,6 +9,7 @@ use super::view::View;
 use super::*;
 use crate::engine::report::{
     CascadeEdge, Event, EventKind, ExpectationResult, FleetSample, HealthSample, ServiceImpact,
+    StockSample, StockSeries,
 };
 use crate::state::{Health, Verdict};
 
@@ -27,6 +28,7 @@ fn minimal() -> Report {
         cascade: Vec::new(),
         timeline: BTreeMap::new(),
         frontends: Vec::new(),
+        stocks: Vec::new(),
         expectations: Vec::new(),
         events: Vec::new(),
         fidelity: None,
@@ -96,6 +98,22 @@ fn expectation(name: &str, held: bool, detail: &str) -> ExpectationResult {
     }
 }
 
+fn stock(service: &str, name: &str, samples: &[(f64, f64, Option<f64>)]) -> StockSeries {
+    StockSeries {
+        service: service.into(),
+        name: name.into(),
+        unit: "bytes".into(),
+        samples: samples
+            .iter()
+            .map(|&(t_s, level, capacity)| StockSample {
+                t_s,
+                level,
+                capacity,
+            })
+            .collect(),
+    }
+}
+
 /// Kinesis fails, carries it to Cognito; Lambda never notices.
 fn sample_report() -> Report {
     use Health::{Degraded, Down, Serving};
@@ -133,6 +151,22 @@ fn sample_report() -> Report {
             ("lambda".into(), vec![sample(0.0, Serving, 0.0)]),
         ]),
         frontends: vec![fleet(0.0, 8, 0, 0), fleet(10.0, 4, 2, 2)],
+        stocks: vec![
+            stock(
+                "cognito",
+                "access-log buffer",
+                &[
+                    (0.0, 0.0, Some(1000.0)),
+                    (8.0, 600.0, Some(1000.0)),
+                    (11.0, 1000.0, Some(1000.0)),
+                ],
+            ),
+            stock(
+                "ecs",
+                "tasks in PROVISIONING",
+                &[(0.0, 0.0, None), (20.0, 12.0, None)],
+            ),
+        ],
         cascade: vec![
             edge("kinesis", "cognito", true, Some(7.5)),
             edge("cognito", "lambda", false, None),
@@ -392,5 +426,73 @@ fn minimal_reports_render() {
     assert!(
         !html.contains("NaN") && !html.contains("inf"),
         "a non-number leaked into the page"
+    );
+}
+
+#[test]
+fn each_stock_is_a_step_chart_against_its_capacity() {
+    let html = render(&sample_report());
+    let charts = pieces(&html, "<figure class=\"stock\"", "</figure>");
+    assert_eq!(charts.len(), 2, "{charts:?}");
+    let cognito = charts
+        .iter()
+        .find(|c| c.contains("data-stock=\"cognito/access-log buffer\""))
+        .expect("the Cognito buffer's chart");
+    // Full at +11s (level reached the capacity): said, and drawn red.
+    assert!(cognito.contains("data-full=\"true\""), "{cognito}");
+    assert!(cognito.contains("data-peak=\"1000\""), "{cognito}");
+    assert!(cognito.contains("full</span> at +11s"), "{cognito}");
+    assert_eq!(cognito.matches("class=\"capacity\"").count(), 1);
+    let level = pieces(cognito, "<polyline class=\"level\"", "</polyline>");
+    assert_eq!(level.len(), 1);
+    assert!(level[0].contains(&format!("stroke=\"{RED}\"")));
+    // Three samples held until the next one (the last until the run's end):
+    // six points.
+    let points = level[0]
+        .split("points=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .unwrap_or_default();
+    assert_eq!(points.split(' ').count(), 6, "{points}");
+    // Cognito was first impaired at 12.5 s: its marker is on the chart.
+    assert_eq!(cognito.matches("class=\"stock-impaired\"").count(), 1);
+    // ECS reports no capacity and never filled: no dashed line, not red.
+    let ecs = charts
+        .iter()
+        .find(|c| c.contains("data-stock=\"ecs/tasks in PROVISIONING\""))
+        .expect("the ECS backlog's chart");
+    assert!(ecs.contains("data-full=\"false\""));
+    assert!(!ecs.contains("class=\"capacity\""));
+    assert!(!ecs.contains("class=\"stock-impaired\""));
+}
+
+#[test]
+fn a_report_without_stocks_has_no_stock_section_and_odd_samples_do_not_break_it() {
+    let html = render(&minimal());
+    assert!(!html.contains("id=\"stocks\""));
+    let odd = Report {
+        stocks: vec![
+            stock(
+                "cognito",
+                "access-log buffer",
+                &[(f64::NAN, 5.0, None), (3.0, f64::INFINITY, Some(f64::NAN))],
+            ),
+            stock(
+                "lambda",
+                "agent buffer",
+                &[(2.0, 7.0, Some(10.0)), (1.0, 9.0, Some(10.0))],
+            ),
+        ],
+        ..sample_report()
+    };
+    let html = render(&odd);
+    // The Cognito series has no finite level: no chart. Lambda's second
+    // sample goes back in time and is skipped.
+    let charts = pieces(&html, "<figure class=\"stock\"", "</figure>");
+    assert_eq!(charts.len(), 1, "{charts:?}");
+    assert!(
+        !charts[0].contains("NaN") && !charts[0].contains("inf"),
+        "{}",
+        charts[0]
     );
 }

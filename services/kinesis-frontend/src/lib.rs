@@ -116,7 +116,24 @@ pub struct FrontendConfig {
     pub snapshot_timeout: Duration,
 }
 
+/// MODEL FLOOR: the least wall time a booting front-end gives one peer's
+/// snapshot beyond its modelled cost. A fetch is real work too (a TCP
+/// connect, the peer's scheduler, the transfer), which takes up to hundreds
+/// of milliseconds on a loaded 2-core host. Without this floor a high time
+/// scale turns the modelled timeout (12 incident minutes: 200 ms at 3600x)
+/// into a race with the host, and a recovering fleet stalls because no
+/// snapshot ever arrives in time, which is the host's doing, not the model's.
+pub const SNAPSHOT_WALL_SLACK: Duration = Duration::from_secs(1);
+
 impl FrontendConfig {
+    /// The wall time a booting front-end waits for one peer's snapshot: the
+    /// modelled `--snapshot-timeout` scaled to wall time, but never less than
+    /// the scaled snapshot cost plus [`SNAPSHOT_WALL_SLACK`].
+    pub fn snapshot_timeout_wall(&self) -> Duration {
+        let modelled = self.snapshot_timeout.div_f64(self.time_scale);
+        modelled.max(self.snapshot_cost.div_f64(self.time_scale) + SNAPSHOT_WALL_SLACK)
+    }
+
     /// This front-end's learning delay: one incident hour, minus its jitter.
     pub fn learning_delay(&self) -> Duration {
         let mut h = DefaultHasher::new();
@@ -534,6 +551,14 @@ pub async fn run(
         id = %config.id, %addr, seed = config.seed, ?learning_delay, base_threads,
         limit = ?cascade_core::threadlimit::own_limit(), "front-end starting"
     );
+    let modelled = config.snapshot_timeout.div_f64(config.time_scale);
+    if config.snapshot_timeout_wall() > modelled {
+        tracing::info!(
+            ?modelled, floored = ?config.snapshot_timeout_wall(),
+            "snapshot timeout floored: at {}x the modelled {:?} would race the host's own latency",
+            config.time_scale, config.snapshot_timeout
+        );
+    }
     let backend = clients::lazy_channel(&config.backend, config.backend_timeout)
         .with_context(|| format!("--backend {:?}", config.backend))?;
     let slots = Arc::new(tokio::sync::Semaphore::new(config.worker_slots as usize));
@@ -542,7 +567,7 @@ pub async fn run(
     let population = peerwire::Population {
         slots: slots.clone(),
         runtime: tokio::runtime::Handle::current(),
-        timeout: config.snapshot_timeout.div_f64(config.time_scale),
+        timeout: config.snapshot_timeout_wall(),
         fetching: fetching.clone(),
         timeouts: fetch_timeouts.clone(),
         seed: config.seed,
@@ -664,4 +689,48 @@ fn spawn_loops(fe: Arc<Frontend>, shutdown: CancellationToken) -> Vec<tokio::tas
         },
     );
     vec![membership, heartbeat, metadata]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: FrontendConfig,
+    }
+
+    fn config(scale: &str) -> FrontendConfig {
+        Cli::parse_from([
+            "fe",
+            "--id",
+            "fe-0",
+            "--backend",
+            "x",
+            "--time-scale",
+            scale,
+        ])
+        .config
+    }
+
+    #[test]
+    fn the_snapshot_timeout_is_modelled_at_low_scales_and_floored_at_high_ones() {
+        // 12 incident minutes at 360x: 2 s, above 3 min / 360 + 1 s = 1.5 s.
+        assert_eq!(
+            config("360").snapshot_timeout_wall(),
+            Duration::from_secs(2)
+        );
+        // At 1440x the model says 500 ms; the floor is 125 ms + 1 s.
+        assert_eq!(
+            config("1440").snapshot_timeout_wall(),
+            Duration::from_millis(1125)
+        );
+        // At 3600x, 200 ms: floored at 50 ms + 1 s.
+        assert_eq!(
+            config("3600").snapshot_timeout_wall(),
+            Duration::from_millis(1050)
+        );
+    }
 }

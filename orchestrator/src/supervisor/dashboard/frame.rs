@@ -29,7 +29,7 @@ pub struct Frame {
     /// Declared dependencies and whether each carries a failure now.
     pub edges: Vec<EdgeView>,
     /// Buffers and backlogs against their capacity.
-    pub stocks: Vec<Stock>,
+    pub stocks: Vec<crate::stocks::Stock>,
     /// Per-service error rate and p99 over the health window.
     pub samples: Vec<Sample>,
     /// Counts of the main fleet's shard maps: ready, building, unusable, down.
@@ -81,21 +81,6 @@ pub struct EdgeView {
     pub cause: String,
 }
 
-/// One buffer or backlog.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stock {
-    /// The service holding it.
-    pub service: String,
-    /// What it is.
-    pub name: String,
-    /// Its level now (summed over instances).
-    pub level: f64,
-    /// Its capacity, when the service reports one.
-    pub capacity: Option<f64>,
-    /// `bytes`, `events`, `tasks`, `threads`, `datapoints`.
-    pub unit: String,
-}
-
 /// One service's customer traffic over the health window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
@@ -109,112 +94,6 @@ pub struct Sample {
     pub p99_ms: f64,
     /// Calls in the window.
     pub calls: u64,
-}
-
-/// The stocks the page charts: (service, name, level gauge, capacity gauge, unit).
-/// The level is the first of the `|`-separated gauges an instance reports.
-const STOCKS: &[(&str, &str, &str, &str, &str)] = &[
-    (
-        "cognito",
-        "access-log buffer",
-        "access_log_buffer_bytes|buffer_bytes",
-        "buffer_capacity",
-        "bytes",
-    ),
-    (
-        "lambda",
-        "agent buffer",
-        "agent_buffer_bytes",
-        "agent_buffer_max",
-        "bytes",
-    ),
-    (
-        "lambda",
-        "invocation memory",
-        "invocation_bytes_in_use",
-        "memory_budget",
-        "bytes",
-    ),
-    (
-        "eventbridge",
-        "undelivered events",
-        "pending_deliveries",
-        "",
-        "events",
-    ),
-    (
-        "ecs",
-        "tasks in PROVISIONING",
-        "tasks_provisioning",
-        "",
-        "tasks",
-    ),
-    (
-        "cloudwatch",
-        "local store",
-        "buffered_datapoints",
-        "",
-        "datapoints",
-    ),
-    ("cloudwatch", "backfill", "backfill", "", "datapoints"),
-];
-
-/// A gauge as a number (absent or not numeric: none).
-fn num(info: &std::collections::BTreeMap<String, String>, key: &str) -> Option<f64> {
-    key.split('|')
-        .find_map(|k| info.get(k).and_then(|v| v.trim().parse::<f64>().ok()))
-}
-
-/// The stocks in `st`: the fleet's peer threads against its limit, then
-/// each service buffer its instances report.
-pub fn stocks(st: &Status) -> Vec<Stock> {
-    let mut out = Vec::new();
-    let main: Vec<_> = st.main_fleet().collect();
-    if !main.is_empty() {
-        let peer: u64 = main.iter().map(|f| u64::from(f.peer_threads)).sum();
-        let room: Option<u64> = main
-            .iter()
-            .map(|f| {
-                f.thread_limit
-                    .map(|l| l.saturating_sub(u64::from(f.base_threads)))
-            })
-            .sum();
-        out.push(Stock {
-            service: "kinesis".into(),
-            name: "peer threads".into(),
-            level: peer as f64,
-            capacity: room.map(|r| r as f64),
-            unit: "threads".into(),
-        });
-    }
-    for (svc, name, level, cap, unit) in STOCKS {
-        let Some(s) = st.service(svc) else { continue };
-        let levels: Vec<f64> = s
-            .instances
-            .iter()
-            .filter_map(|i| num(&i.info, level))
-            .collect();
-        if levels.is_empty() {
-            continue;
-        }
-        let caps: Vec<f64> = if cap.is_empty() {
-            vec![]
-        } else {
-            s.instances
-                .iter()
-                .filter_map(|i| num(&i.info, cap))
-                .collect()
-        };
-        out.push(Stock {
-            service: (*svc).into(),
-            name: (*name).into(),
-            level: levels.iter().sum(),
-            capacity: (!caps.is_empty() && caps.iter().any(|c| *c > 0.0))
-                .then(|| caps.iter().sum()),
-            unit: (*unit).into(),
-        });
-    }
-    out
 }
 
 /// The declared dependencies (`depends_on`) and whether each carries a

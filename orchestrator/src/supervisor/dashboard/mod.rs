@@ -161,7 +161,7 @@ impl Supervisor {
             run_s,
             incident_s: run_s * status.time_scale,
             edges: frame::edges(&status, &shd),
-            stocks: frame::stocks(&status),
+            stocks: crate::stocks::stocks(&status),
             samples: frame::samples(&status),
             maps: frame::map_counts(&status),
             eagain: status.main_fleet().map(|f| f.spawn_failures).sum(),

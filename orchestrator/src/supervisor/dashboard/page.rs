@@ -385,11 +385,11 @@ fn stocks(frames: &[Arc<Frame>]) -> Markup {
                     @let pts: Vec<(f64, f64)> = frames.iter().zip(&x).filter_map(|(f, x)| f.stocks.iter().find(|t| t.service == s.service && t.name == s.name).map(|t| (*x, t.level))).collect();
                     @let peak = pts.iter().map(|p| p.1).fold(0.0, f64::max);
                     @let max = s.capacity.unwrap_or(0.0).max(peak).max(1.0) * 1.05;
-                    @let full = s.capacity.is_some_and(|c| s.level >= c);
+                    @let full = crate::stocks::is_full(s.level, s.capacity);
                     div.stock data-stock={ (s.service) "/" (s.name) } {
                         div { b { (s.service) } " " (s.name) ": "
-                              span class=(if full { "bad" } else { "" }) { (fmt_level(s.level)) }
-                              @if let Some(c) = s.capacity { " / " (fmt_level(c)) } " " (s.unit) }
+                              span class=(if full { "bad" } else { "" }) { (crate::stocks::fmt_level(s.level)) }
+                              @if let Some(c) = s.capacity { " / " (crate::stocks::fmt_level(c)) } " " (s.unit) }
                         svg xmlns=(SVG_NS) viewBox={ "0 0 " (w) " " (h) } preserveAspectRatio="none" {
                             rect width=(w) height=(h) fill=(FLEET_BACKGROUND) {}
                             @if let Some(c) = s.capacity {
@@ -402,16 +402,6 @@ fn stocks(frames: &[Arc<Frame>]) -> Markup {
                 }
             }
         }
-    }
-}
-
-fn fmt_level(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e4 {
-        format!("{:.0}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
     }
 }
 
