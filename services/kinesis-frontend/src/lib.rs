@@ -75,6 +75,14 @@ pub struct FrontendConfig {
     /// How often this front-end sends a message to each subscribed peer (wall time).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub gossip_interval: Duration,
+    /// Most messages a second this front-end sends over all its subscribed
+    /// peers: past `budget * interval` subscribers, each one's interval
+    /// grows in proportion, so a front-end's gossip costs the same at any
+    /// fleet size while it still holds one thread per peer (0: no budget,
+    /// every subscriber gets a message each `--gossip-interval`). Below 50
+    /// peers the default changes nothing.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub gossip_budget: u32,
     /// How often membership is polled (wall time).
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     pub membership_poll: Duration,
@@ -134,6 +142,18 @@ impl FrontendConfig {
         modelled.max(self.snapshot_cost.div_f64(self.time_scale) + SNAPSHOT_WALL_SLACK)
     }
 
+    /// The interval between two messages to one subscriber when `subscribers`
+    /// peers subscribe: `--gossip-interval`, stretched so the front-end sends
+    /// at most `--gossip-budget` messages a second in all.
+    pub fn gossip_every(&self, subscribers: u32) -> Duration {
+        if self.gossip_budget == 0 {
+            return self.gossip_interval;
+        }
+        let budgeted =
+            Duration::from_secs_f64(f64::from(subscribers) / f64::from(self.gossip_budget));
+        self.gossip_interval.max(budgeted)
+    }
+
     /// This front-end's learning delay: one incident hour, minus its jitter.
     pub fn learning_delay(&self) -> Duration {
         let mut h = DefaultHasher::new();
@@ -162,6 +182,8 @@ pub struct Frontend {
     fetch_timeouts: Arc<AtomicU64>,
     /// Snapshots being produced for booting peers now.
     serving: std::sync::atomic::AtomicU32,
+    /// Peers subscribed to this front-end's messages now.
+    subscribers: Arc<std::sync::atomic::AtomicU32>,
     /// Requests that found no free slot in time.
     slot_timeouts: AtomicU64,
     /// Data-plane requests routed and served.
@@ -382,6 +404,19 @@ fn peer_body(me: String, population: peerwire::Population) -> PeerBody {
 
 /// A snapshot being produced for a booting peer: holds one worker slot
 /// until the snapshot is sent (or the subscriber is gone).
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
 struct SnapshotServe {
     fe: Arc<Frontend>,
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -482,10 +517,19 @@ async fn accept_loop(
                     let cost = fe.config.snapshot_cost.div_f64(fe.config.time_scale);
                     tokio::time::sleep(cost).await;
                 }
-                let interval = fe.config.gossip_interval;
+                let subscribers = fe.subscribers.clone();
+                subscribers.fetch_add(1, Ordering::Relaxed);
+                let _subscribed = scopeguard(move || {
+                    subscribers.fetch_sub(1, Ordering::Relaxed);
+                });
+                let gossip = fe.clone();
                 let r = peerwire::serve_subscriber(
                     stream,
-                    interval,
+                    move || {
+                        gossip
+                            .config
+                            .gossip_every(gossip.subscribers.load(Ordering::Relaxed))
+                    },
                     shutdown,
                     |seq| fe.peer_message(seq),
                     move || drop(serving),
@@ -590,6 +634,7 @@ pub async fn run(
         fetching,
         fetch_timeouts,
         serving: std::sync::atomic::AtomicU32::new(0),
+        subscribers: Arc::default(),
         slot_timeouts: AtomicU64::new(0),
         requests_served: AtomicU64::new(0),
     });
@@ -696,6 +741,19 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    #[test]
+    fn the_gossip_budget_stretches_the_interval_only_past_its_peer_count() {
+        let c = config("360");
+        assert_eq!(c.gossip_every(0), Duration::from_secs(1));
+        assert_eq!(c.gossip_every(50), Duration::from_secs(1));
+        assert_eq!(c.gossip_every(125), Duration::from_millis(2500));
+        let unbudgeted = FrontendConfig {
+            gossip_budget: 0,
+            ..c
+        };
+        assert_eq!(unbudgeted.gossip_every(125), Duration::from_secs(1));
+    }
+
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
@@ -727,7 +785,7 @@ mod tests {
             config("1440").snapshot_timeout_wall(),
             Duration::from_millis(1125)
         );
-        // At 3600x, 200 ms: floored at 50 ms + 1 s.
+        // At 3600x, 200 ms: floored at 50 ms + 1 s (checked below too).
         assert_eq!(
             config("3600").snapshot_timeout_wall(),
             Duration::from_millis(1050)

@@ -62,8 +62,13 @@ impl Population {
 pub const MAGIC: &[u8] = b"CASCADE-PEER/1\n";
 /// Largest frame either side accepts.
 const MAX_FRAME: usize = 1024 * 1024;
-/// How often a blocked reader wakes to check whether it should stop.
+/// How often a reader waiting for a boot snapshot wakes to check its deadline.
 const READ_TICK: Duration = Duration::from_millis(500);
+/// How often an established reader wakes on its own: only a safety net, as
+/// stopping the thread shuts its stream down (`PeerThread::stop`), which
+/// wakes the read at once. Between messages the thread sleeps in `read(2)`,
+/// so an idle mesh of N*(N-1) threads costs no timer wake-ups.
+const IDLE_TICK: Duration = Duration::from_secs(5);
 
 /// Whether a connection whose first byte is `b` is a peer subscription.
 pub fn is_peer_connection(first: u8) -> bool {
@@ -119,6 +124,7 @@ pub fn read_peer(
             tracing::info!(%peer, "no boot snapshot within {:?}; slot released, retrying", population.timeout);
         }
         stats.connected.store(false, Ordering::Relaxed);
+        stats.conn.lock().take();
         // Back off before reconnecting, waking early if told to stop.
         let pause = if timed_out {
             Duration::from_millis(rng.random_range(200..1000))
@@ -159,7 +165,13 @@ fn session(
         .encode_length_delimited(&mut out)
         .map_err(std::io::Error::other)?;
     stream.write_all(&out)?;
-    stream.set_read_timeout(Some(READ_TICK))?;
+    let tick = |waiting: bool| if waiting { READ_TICK } else { IDLE_TICK };
+    stream.set_read_timeout(Some(tick(snapshot_deadline.is_some())))?;
+    *stats.conn.lock() = stream.try_clone().ok();
+    if stop.is_cancelled() {
+        // Stopped between connecting and registering the stream.
+        return Ok(());
+    }
     stats.connected.store(true, Ordering::Relaxed);
     let mut reader = BufReader::with_capacity(512, stream);
     let mut deadline = snapshot_deadline;
@@ -181,6 +193,7 @@ fn session(
             .store(msg.metadata_version, Ordering::Relaxed);
         if deadline.take().is_some() {
             on_first();
+            reader.get_ref().set_read_timeout(Some(IDLE_TICK))?;
         }
     }
 }
@@ -237,23 +250,27 @@ pub async fn accept_subscription(
 }
 
 /// Serves one subscriber whose hello was read: sends `next()` at once and
-/// then every `interval` until the subscriber goes away or `shutdown`;
+/// then after each `interval()` (asked afresh before every wait, so it can
+/// follow the number of subscribers) until the subscriber goes away or `shutdown`;
 /// `sent_first` runs once the first message is written.
 pub async fn serve_subscriber(
     mut stream: tokio::net::TcpStream,
-    interval: Duration,
+    interval: impl Fn() -> Duration,
     shutdown: CancellationToken,
     mut next: impl FnMut(u64) -> PeerMessage,
     sent_first: impl FnOnce(),
 ) -> std::io::Result<()> {
     let mut sent_first = Some(sent_first);
-    let mut tick = tokio::time::interval(interval);
     let mut out = Vec::with_capacity(256);
     let mut seq = 0;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return Ok(()),
+        if seq > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(interval()) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        } else if shutdown.is_cancelled() {
+            return Ok(());
         }
         seq += 1;
         out.clear();

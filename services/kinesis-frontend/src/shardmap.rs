@@ -63,6 +63,21 @@ pub struct PeerStats {
     pub needs_snapshot: AtomicBool,
     /// Whether the peer's snapshot has arrived.
     pub populated: AtomicBool,
+    /// A handle on the open stream, so stopping the thread wakes its
+    /// blocked read at once (it then sleeps in `read(2)` between messages
+    /// instead of waking on a timer to check whether it should stop).
+    pub conn: parking_lot::Mutex<Option<std::net::TcpStream>>,
+}
+
+impl PeerThread {
+    /// Stops the thread: cancels its token and shuts its stream down, which
+    /// wakes a read blocked on it.
+    pub fn stop(&self) {
+        self.stop.cancel();
+        if let Some(s) = self.stats.conn.lock().take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// One known peer and the OS thread that holds its message stream.
@@ -187,7 +202,7 @@ impl ShardMap {
         self.peers.retain(|id, p| {
             let stay = current.contains_key(id.as_str());
             if !stay {
-                p.stop.cancel();
+                p.stop();
                 tracing::info!(peer = %id, "peer left the fleet; stopping its thread");
             }
             stay
@@ -323,7 +338,7 @@ impl ShardMap {
     /// Stops every peer thread.
     pub fn stop_all(&mut self) {
         for p in self.peers.values() {
-            p.stop.cancel();
+            p.stop();
         }
     }
 
