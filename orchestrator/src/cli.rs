@@ -150,18 +150,23 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// What `run` and `compare` play, loaded and checked before anything starts.
 fn run_plan(command: &Command) -> Result<Option<(scenario::Loaded, PathBuf)>, ExitCode> {
-    let (name, report, suffix) = match command {
-        Command::Run(a) => (&a.scenario, a.report.as_ref(), ""),
+    let (name, report, suffix, scale) = match command {
+        Command::Run(a) => (&a.scenario, a.report.as_ref(), "", a.time_scale),
         Command::Compare(a) => {
             if let Err(e) = engine::check_variants(&a.variants) {
                 eprintln!("cascade compare: {e}");
                 return Err(ExitCode::from(EX_USAGE));
             }
-            (&a.scenario, a.report.as_ref(), "-compare")
+            (&a.scenario, a.report.as_ref(), "-compare", a.time_scale)
         }
         _ => return Ok(None),
     };
     let loaded = scenario::load(name).map_err(usage)?;
+    let scale = scale.unwrap_or(loaded.scenario.topology.time_scale);
+    if let Err(e) = loaded.scenario.check_time_scale(scale) {
+        eprintln!("cascade: {name}: {e}");
+        return Err(ExitCode::from(EX_USAGE));
+    }
     let dir = engine::report_dir(
         report,
         &format!("{}{suffix}", loaded.scenario.scenario.name),

@@ -49,6 +49,22 @@ fn invalid_flags_are_refused_before_anything_starts() {
     refused(&["add-capacity", "-1"], "<COUNT>");
     refused(&["remove-capacity", "0"], "<COUNT>");
     refused(&["restart-frontends", "--interval", "soon"], "--interval");
+    // Its 10-minute windows would last 0.42 s of wall time at 1440x.
+    refused(
+        &["run", "nov-25-2020", "--time-scale", "1440"],
+        "--time-scale 600 or less",
+    );
+    refused(
+        &[
+            "compare",
+            "nov-25-2020",
+            "--variants",
+            "baseline",
+            "--time-scale",
+            "3600",
+        ],
+        "--time-scale 600 or less",
+    );
 }
 
 #[test]

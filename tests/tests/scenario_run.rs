@@ -28,7 +28,7 @@ start = "02:30"
 [topology]
 frontends = 3
 thread_limit = 7
-time_scale = 3600
+time_scale = 1800
 services = ["kinesis"]
 
 [[step]]
@@ -174,7 +174,7 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
     let home = Home::new("runint");
     // A long scenario: its only expectation is hours of incident time away,
     // and a fault (a paused front-end) is in force when Ctrl-C comes.
-    let text = TIP.replace("time_scale = 3600", "time_scale = 60").replace(
+    let text = TIP.replace("time_scale = 1800", "time_scale = 60").replace(
         "[[step]]",
         "[[step]]\nat = \"02:31\"\ndo = \"inject\"\nfault = { kind = \"pause\", target = \"kinesis-frontend-0\" }\n\n[[step]]",
     );
@@ -222,7 +222,7 @@ fn ctrl_c_during_a_run_leaves_a_complete_journal_and_nothing_running() {
 #[test]
 fn a_killed_run_leaves_nothing_running() {
     let home = Home::new("runkill");
-    let text = TIP.replace("time_scale = 3600", "time_scale = 60");
+    let text = TIP.replace("time_scale = 1800", "time_scale = 60");
     let LongRun {
         mut child,
         pids,

@@ -362,6 +362,47 @@ pub enum Hold {
     Throughout,
 }
 
+/// The least wall time a `for` window may last: four observations (the
+/// engine looks every 250 ms, and one status fetch on a loaded 2-core host
+/// can take a few hundred ms). A shorter window is judged on one or two
+/// observations, so whether it holds depends on the host's scheduling
+/// rather than on the model.
+pub const MIN_HOLD_WALL_S: f64 = 1.0;
+
+impl Scenario {
+    /// Whether this scenario can be judged at `scale` incident seconds per
+    /// wall second: every `for` window (expectations and fidelity events)
+    /// must last at least [`MIN_HOLD_WALL_S`] of wall time. The error names
+    /// the shortest window and the highest scale that would work.
+    pub fn check_time_scale(&self, scale: f64) -> Result<(), String> {
+        let windows =
+            self.expectations
+                .iter()
+                .filter_map(|x| match x.hold() {
+                    Ok(Hold::For(d)) => Some((format!("expectation {:?}", x.name), d)),
+                    _ => None,
+                })
+                .chain(self.fidelity.iter().filter_map(|f| {
+                    Some((format!("fidelity event {:?}", f.event), f.hold_for()?))
+                }));
+        let Some((what, d)) = windows.min_by_key(|(_, d)| *d) else {
+            return Ok(());
+        };
+        let wall = d.as_secs_f64() / scale;
+        if wall >= MIN_HOLD_WALL_S {
+            return Ok(());
+        }
+        let max = (d.as_secs_f64() / MIN_HOLD_WALL_S).floor();
+        Err(format!(
+            "time scale {scale}x is too fast to judge this scenario: {what} must hold for {}, \
+             which is {wall:.2} s of wall time at {scale}x, under the {MIN_HOLD_WALL_S} s \
+             (four observations 250 ms apart) a window needs to be judged on this host \
+             rather than on its scheduling; use --time-scale {max} or less",
+            humantime::format_duration(d),
+        ))
+    }
+}
+
 impl Expectation {
     /// How long the condition must hold (checked at parse time).
     pub fn hold(&self) -> Result<Hold, String> {

@@ -587,3 +587,27 @@ for = "30m"
         );
     }
 }
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    fn nov_25() -> Scenario {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/nov-25-2020.toml");
+        let text = std::fs::read_to_string(&path).expect("the shipped scenario");
+        parse(&path, &text).expect("it parses")
+    }
+
+    #[test]
+    fn a_time_scale_too_fast_for_the_shortest_window_is_refused_naming_the_highest_that_works() {
+        let s = nov_25();
+        // Its shortest window is 10 incident minutes: 1 s of wall time at 600x.
+        assert_eq!(s.check_time_scale(360.0), Ok(()));
+        assert_eq!(s.check_time_scale(600.0), Ok(()));
+        let e = s
+            .check_time_scale(1440.0)
+            .expect_err("1440x judges 10m on 0.42 s");
+        assert!(e.contains("10m") && e.contains("0.42 s"), "{e}");
+        assert!(e.contains("--time-scale 600 or less"), "{e}");
+    }
+}
