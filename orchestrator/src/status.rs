@@ -14,6 +14,8 @@ pub enum Mode {
     Local,
     /// Containers of a docker compose project.
     Docker,
+    /// Services of a Docker Swarm stack (`docker stack deploy`).
+    Swarm,
 }
 
 impl Mode {
@@ -22,6 +24,7 @@ impl Mode {
         match self {
             Mode::Local => "local",
             Mode::Docker => "docker",
+            Mode::Swarm => "swarm",
         }
     }
 }
@@ -79,7 +82,7 @@ pub struct Endpoints {
 pub struct ThreadLimit {
     /// Tasks per front-end; null when there is no limit.
     pub limit: Option<u64>,
-    /// cgroup-v2 | cgroup-v1 | rlimit-nproc | systemd | docker | none
+    /// cgroup-v2 | cgroup-v1 | rlimit-nproc | systemd | docker | swarm | none
     pub enforcement: String,
 }
 
@@ -119,6 +122,10 @@ pub struct FrontendEntry {
     /// Membership fleet: "" for the main fleet, "cloudwatch" for the partitioned one.
     #[serde(default)]
     pub fleet: String,
+    /// Swarm mode: the host name of the node its task runs on (absent in
+    /// the other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The gauges it reports besides the above (worker slots, requests
     /// served, snapshot fetches).
     #[serde(default)]
