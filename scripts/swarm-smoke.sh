@@ -14,7 +14,7 @@
 # Prints the figures: time from `stack deploy` to first impairment, memory of
 # the stack at rest and in the cascade.
 #
-#   scripts/swarm-smoke.sh               (SKIP_IMAGE=1: reuse cascade:local as it is)
+#   scripts/swarm-smoke.sh               (SKIP_IMAGE=1: reuse cascade:local if it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -117,7 +117,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ "${SKIP_IMAGE:-0}" != 1 ]]; then
+# SKIP_IMAGE=1 reuses the image when it exists (.ci/run: compose-smoke.sh has
+# just built it), else it is built here.
+if [[ "${SKIP_IMAGE:-0}" != 1 ]] || ! docker image inspect "$CASCADE_IMAGE" >/dev/null 2>&1; then
   scripts/build-image.sh "$CASCADE_IMAGE"
 fi
 

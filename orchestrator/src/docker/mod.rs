@@ -410,7 +410,6 @@ impl DockerEnv {
                 args,
                 env: self.child_env(name),
                 pids_limit: self.pids_limit,
-                port: self.port,
                 labels: HashMap::from([
                     (swarm::LABEL_STACK.to_owned(), stack.namespace.clone()),
                     (LABEL_CREATED.to_owned(), stack.namespace.clone()),

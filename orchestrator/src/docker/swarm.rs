@@ -314,8 +314,6 @@ pub(super) struct FrontendService<'a> {
     pub env: Vec<String>,
     /// Swarm pids limit (the thread limit); `None` for none.
     pub pids_limit: Option<u64>,
-    /// Port the front-end listens on in its container.
-    pub port: u16,
     /// Service labels (the stack's, and the orchestrator's mark).
     pub labels: HashMap<String, String>,
     /// Seconds between SIGTERM and SIGKILL when a task stops.
@@ -324,7 +322,9 @@ pub(super) struct FrontendService<'a> {
 
 /// The spec of an added front-end: one replica, `dnsrr` on the stack
 /// network under its instance name, the same image and pids limit as the
-/// stack's front-ends, the same health check, restarted by Swarm if it dies.
+/// stack's front-ends, restarted by Swarm if it dies. No health check, as
+/// in the stack: a tipped front-end has no task left to run the check's
+/// process, and Swarm would replace it as unhealthy, again and again.
 pub(super) fn frontend_spec(stack: &Stack, f: FrontendService<'_>) -> ServiceSpec {
     ServiceSpec {
         name: Some(stack.service(f.name)),
@@ -342,16 +342,7 @@ pub(super) fn frontend_spec(stack: &Stack, f: FrontendService<'_>) -> ServiceSpe
                 env: Some(f.env),
                 stop_grace_period: Some(f.stop_secs * 1_000_000_000),
                 health_check: Some(HealthConfig {
-                    test: Some(vec![
-                        "CMD".into(),
-                        "/bin/cascade".into(),
-                        "__health".into(),
-                        format!("127.0.0.1:{}", f.port),
-                    ]),
-                    interval: Some(2_000_000_000),
-                    timeout: Some(3_000_000_000),
-                    retries: Some(30),
-                    start_period: Some(1_000_000_000),
+                    test: Some(vec!["NONE".into()]),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -409,7 +400,6 @@ mod tests {
                 args: vec!["--id=fe-8".into()],
                 env: vec![],
                 pids_limit: Some(16),
-                port: 7000,
                 labels: HashMap::from([(LABEL_STACK.to_owned(), "cascade".to_owned())]),
                 stop_secs: 5,
             },
