@@ -4,8 +4,9 @@
 # deploy deploy/stack.yml, add capacity past the limit from the host, wait
 # (polling against a deadline) until every front-end's shard-map is unusable
 # with EAGAIN under its Swarm pids limit, check it through `cascade status
-# --json` and the Engine API, then `docker stack rm` (the orchestrator removes
-# the services it created on its way out) and check that no service,
+# --json` and the Engine API, then remove the orchestrator's service (its
+# teardown must remove the services it created), `docker stack rm` the
+# rest, and check that no service,
 # container or network of the stack is left and that the swarm state is back
 # to what it was.
 #
@@ -96,7 +97,7 @@ cleanup() {
   local rc=$?
   if [[ $rc -ne 0 ]]; then
     say "FAILED; orchestrator log tail:"
-    orchestrator_log
+    docker service inspect "${stack}_orchestrator" >/dev/null 2>&1 && orchestrator_log
     tail -n 40 "$logs/orchestrator.log" 2>/dev/null || true
   fi
   if [[ $initialised == 1 ]]; then
@@ -202,8 +203,21 @@ created="$(docker service ls -q --filter "label=io.cascade.created-by=$stack" | 
 mem_cascade="$(stack_memory)"
 say "cascade observed: $fleet front-end services ($created created by the orchestrator through the Engine API), every shard-map unusable (EAGAIN under Swarm pids limit $limit)"
 
-say "docker stack rm $stack"
+# The orchestrator's own teardown first: removing its service sends it
+# SIGTERM, and it must remove every service it created (not `stack rm`).
 orchestrator_log
+say "docker service rm ${stack}_orchestrator (its teardown removes the services it created)"
+docker service rm "${stack}_orchestrator" >/dev/null
+until_s=$(( $(date +%s) + 60 ))
+while [[ -n "$(docker service ls -q --filter "label=io.cascade.created-by=$stack")" ]]; do
+  if (( $(date +%s) > until_s )); then
+    say "the orchestrator left its created services behind 60 s after SIGTERM:"
+    docker service ls --filter "label=io.cascade.created-by=$stack"
+    exit 1
+  fi
+  sleep 1
+done
+say "docker stack rm $stack"
 docker stack rm "$stack" >"$logs/rm.log" 2>&1 || { cat "$logs/rm.log"; exit 1; }
 if ! wait_gone 90; then
   say "left behind 90 s after stack rm:"

@@ -246,3 +246,24 @@ impl Status {
 pub fn is_main_fleet(fleet: &str) -> bool {
     fleet.is_empty() || fleet.starts_with("cell-")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_mode_and_node_are_additive() {
+        assert_eq!(serde_json::to_value(Mode::Swarm).unwrap(), "swarm");
+        let local = serde_json::to_value(FrontendEntry::default()).unwrap();
+        assert!(local.get("node").is_none(), "no node outside swarm mode");
+        let swarm = FrontendEntry {
+            node: Some("vm".into()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&swarm).unwrap();
+        assert_eq!(v["node"], "vm");
+        // An older document (no node) still reads.
+        let back: FrontendEntry = serde_json::from_value(local).unwrap();
+        assert_eq!(back.node, None);
+    }
+}
