@@ -253,17 +253,21 @@ mod tests {
 
     #[test]
     fn swarm_mode_and_node_are_additive() {
-        assert_eq!(serde_json::to_value(Mode::Swarm).unwrap(), "swarm");
-        let local = serde_json::to_value(FrontendEntry::default()).unwrap();
+        assert_eq!(
+            serde_json::to_value(Mode::Swarm).expect("serializes"),
+            "swarm"
+        );
+        let local = serde_json::to_value(FrontendEntry::default()).expect("serializes");
         assert!(local.get("node").is_none(), "no node outside swarm mode");
         let swarm = FrontendEntry {
             node: Some("vm".into()),
             ..Default::default()
         };
-        let v = serde_json::to_value(&swarm).unwrap();
+        let v = serde_json::to_value(&swarm).expect("serializes");
         assert_eq!(v["node"], "vm");
         // An older document (no node) still reads.
-        let back: FrontendEntry = serde_json::from_value(local).unwrap();
+        let back: FrontendEntry =
+            serde_json::from_value(local).expect("an entry without node reads");
         assert_eq!(back.node, None);
     }
 }

@@ -405,23 +405,26 @@ mod tests {
             },
         );
         assert_eq!(spec.name.as_deref(), Some("cascade_kinesis-frontend-8"));
-        let t = spec.task_template.as_ref().unwrap();
+        let t = spec.task_template.as_ref().expect("a task template");
         assert_eq!(
-            t.resources.as_ref().unwrap().limits.as_ref().unwrap().pids,
+            t.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.pids),
             Some(16)
         );
-        let n = &t.networks.as_ref().unwrap()[0];
+        let n = &t.networks.as_ref().expect("a network attachment")[0];
         assert_eq!(n.target.as_deref(), Some("cascade_default"));
         assert_eq!(
             n.aliases.as_deref(),
             Some(&["kinesis-frontend-8".to_owned()][..])
         );
         assert_eq!(
-            spec.endpoint_spec.as_ref().unwrap().mode,
+            spec.endpoint_spec.as_ref().and_then(|e| e.mode),
             Some(EndpointSpecModeEnum::DNSRR)
         );
         // The Engine API's field names (API 1.41): what the daemon reads.
-        let json = serde_json::to_value(&spec).unwrap();
+        let json = serde_json::to_value(&spec).expect("the spec serializes");
         assert_eq!(json["TaskTemplate"]["Resources"]["Limits"]["Pids"], 16);
         assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
         assert_eq!(json["Mode"]["Replicated"]["Replicas"], 1);
