@@ -201,6 +201,28 @@ done
 created="$(docker service ls -q --filter "label=io.cascade.created-by=$stack" | wc -l)"
 (( created == add )) || { say "$created services created by the orchestrator, expected $add"; exit 1; }
 mem_cascade="$(stack_memory)"
+
+# The thread-limit fault in swarm mode is `docker service update` of the
+# Swarm pids limit (a new task under it); clearing it restores the limit.
+fe_limit() { # SERVICE: "<service pids limit> <running container's PidsLimit>"
+  local cid
+  cid="$(docker ps -q --filter "label=com.docker.swarm.service.name=$1" | head -n 1)"
+  echo "$(docker service inspect --format '{{.Spec.TaskTemplate.Resources.Limits.Pids}}' "$1") $(docker inspect --format '{{.HostConfig.PidsLimit}}' "$cid" 2>/dev/null)"
+}
+# Polls (1 s, 60 s) until SERVICE's limits read WANT.
+wait_limit() {
+  local until_s=$(( $(date +%s) + 60 ))
+  until [[ "$(fe_limit "$1")" == "$2" ]]; do
+    (( $(date +%s) > until_s )) && { say "$1: limits $(fe_limit "$1"), expected $2"; return 1; }
+    sleep 1
+  done
+}
+"$cascade" inject thread-limit --target kinesis-frontend-3 --limit 20 >"$logs/inject.log" 2>&1 ||
+  { cat "$logs/inject.log"; exit 1; }
+wait_limit "${stack}_kinesis-frontend-3" "20 20"
+"$cascade" clear >>"$logs/inject.log" 2>&1 || { cat "$logs/inject.log"; exit 1; }
+wait_limit "${stack}_kinesis-frontend-3" "$limit $limit"
+say "thread-limit fault: Swarm pids limit of kinesis-frontend-3 set to 20 (a new task under it) and restored to $limit"
 say "cascade observed: $fleet front-end services ($created created by the orchestrator through the Engine API), every shard-map unusable (EAGAIN under Swarm pids limit $limit)"
 
 # The orchestrator's own teardown first: removing its service sends it
