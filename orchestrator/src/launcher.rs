@@ -95,6 +95,14 @@ impl RunningChild {
         }
     }
 
+    /// Swarm mode: the node its task runs on.
+    pub fn node(&self) -> Option<String> {
+        match &self.proc {
+            Proc::Container(c) if c.service.is_some() => Some(c.node.clone()),
+            _ => None,
+        }
+    }
+
     /// The child's pid (a container's host pid in docker mode).
     pub fn pid(&self) -> u32 {
         match &self.proc {

@@ -161,7 +161,7 @@ impl LimitPlan {
                 limit,
             },
             Enforcement::Systemd => ChildLimit::Systemd { limit },
-            Enforcement::Docker | Enforcement::None => ChildLimit::None,
+            Enforcement::Docker | Enforcement::Swarm | Enforcement::None => ChildLimit::None,
         })
     }
 

@@ -14,6 +14,8 @@ pub enum Mode {
     Local,
     /// Containers of a docker compose project.
     Docker,
+    /// Services of a Docker Swarm stack (`docker stack deploy`).
+    Swarm,
 }
 
 impl Mode {
@@ -22,6 +24,7 @@ impl Mode {
         match self {
             Mode::Local => "local",
             Mode::Docker => "docker",
+            Mode::Swarm => "swarm",
         }
     }
 }
@@ -79,7 +82,7 @@ pub struct Endpoints {
 pub struct ThreadLimit {
     /// Tasks per front-end; null when there is no limit.
     pub limit: Option<u64>,
-    /// cgroup-v2 | cgroup-v1 | rlimit-nproc | systemd | docker | none
+    /// cgroup-v2 | cgroup-v1 | rlimit-nproc | systemd | docker | swarm | none
     pub enforcement: String,
 }
 
@@ -119,6 +122,10 @@ pub struct FrontendEntry {
     /// Membership fleet: "" for the main fleet, "cloudwatch" for the partitioned one.
     #[serde(default)]
     pub fleet: String,
+    /// Swarm mode: the host name of the node its task runs on (absent in
+    /// the other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The gauges it reports besides the above (worker slots, requests
     /// served, snapshot fetches).
     #[serde(default)]
@@ -238,4 +245,29 @@ impl Status {
 /// ("" or one of its cells), as opposed to CloudWatch's partitioned fleet.
 pub fn is_main_fleet(fleet: &str) -> bool {
     fleet.is_empty() || fleet.starts_with("cell-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swarm_mode_and_node_are_additive() {
+        assert_eq!(
+            serde_json::to_value(Mode::Swarm).expect("serializes"),
+            "swarm"
+        );
+        let local = serde_json::to_value(FrontendEntry::default()).expect("serializes");
+        assert!(local.get("node").is_none(), "no node outside swarm mode");
+        let swarm = FrontendEntry {
+            node: Some("vm".into()),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&swarm).expect("serializes");
+        assert_eq!(v["node"], "vm");
+        // An older document (no node) still reads.
+        let back: FrontendEntry =
+            serde_json::from_value(local).expect("an entry without node reads");
+        assert_eq!(back.node, None);
+    }
 }

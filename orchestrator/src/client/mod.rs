@@ -232,7 +232,7 @@ pub async fn down() -> anyhow::Result<()> {
     };
     if sup.pid == 0 {
         bail!(
-            "the fleet at ${}={} is not a local process (docker compose?); stop it with `docker compose down`",
+            "the fleet at ${}={} is not a local process (docker compose or a swarm stack?); stop it with `docker compose down` or `docker stack rm NAME`",
             home::CONTROL_ENV,
             sup.control_addr
         );

@@ -3,12 +3,17 @@
 //! front-end fleet, services). Capacity it adds is real: new front-end
 //! containers created through the Docker Engine API on the compose network,
 //! under the same `pids_limit`, which is the kernel limit that runs out.
+//!
+//! Swarm mode (`docker stack deploy`, see `swarm` and docs/swarm.md) is the
+//! same supervisor over Swarm services instead of compose's containers: one
+//! service per front-end, each under its Swarm pids limit.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 mod container;
+pub mod swarm;
 
 use anyhow::{Context, bail};
 
@@ -44,6 +49,13 @@ pub struct DockerArgs {
     /// front-ends as new containers (needs /var/run/docker.sock).
     #[arg(long, env = "CASCADE_DOCKER")]
     pub docker: bool,
+    /// Run as a service of a Docker Swarm stack (`docker stack deploy -c
+    /// deploy/stack.yml NAME`): adopt the stack's services and add
+    /// front-ends as new Swarm services, each under its Swarm pids limit
+    /// (needs a manager node's /var/run/docker.sock). Implies --docker;
+    /// detected anyway when --docker runs in a stack.
+    #[arg(long, env = "CASCADE_SWARM")]
+    pub swarm: bool,
     /// Address of the control port (default 127.0.0.1, any free port). In
     /// docker mode, 0.0.0.0:7700 so the host can reach the published port.
     #[arg(long, env = "CASCADE_CONTROL_LISTEN")]
@@ -58,11 +70,19 @@ pub struct DockerArgs {
 }
 
 impl DockerArgs {
+    /// Whether the run lives in containers (compose or swarm).
+    pub fn enabled(&self) -> bool {
+        self.docker || self.swarm
+    }
+
     /// The flags, as `cascade up` takes them.
     pub fn to_args(&self) -> Vec<String> {
         let mut v = vec![format!("--service-port={}", self.service_port)];
         if self.docker {
             v.push("--docker".into());
+        }
+        if self.swarm {
+            v.push("--swarm".into());
         }
         if let Some(a) = self.control_listen {
             v.push(format!("--control-listen={a}"));
@@ -88,8 +108,11 @@ pub struct DockerEnv {
     port: u16,
     /// `pids_limit` of each front-end container (the thread limit).
     pids_limit: Option<u64>,
-    /// Instance name -> container id, for process faults.
+    /// Instance name -> container id (swarm mode: service name), for
+    /// process faults.
     ids: Mutex<HashMap<String, String>>,
+    /// Swarm mode: the stack the orchestrator runs in.
+    swarm: Option<swarm::Stack>,
 }
 
 impl DockerEnv {
@@ -111,14 +134,28 @@ impl DockerEnv {
             .as_ref()
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
+        let networks: Vec<String> = own
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        if let Some(namespace) = labels.get(swarm::LABEL_STACK).cloned() {
+            return Self::connect_swarm(api, args, pids_limit, namespace, &labels, networks).await;
+        }
+        if args.swarm {
+            bail!(
+                "--swarm: this container is not a task of a Swarm stack (no {} label); \
+                 deploy it with `docker stack deploy -c deploy/stack.yml NAME`",
+                swarm::LABEL_STACK
+            );
+        }
         let project = labels
             .get(LABEL_PROJECT)
             .cloned()
             .context("this container has no compose project label; start it with docker compose")?;
-        let network = own
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|n| n.into_keys().next())
+        let network = networks
+            .into_iter()
+            .next()
             .context("this container is on no network")?;
         let image = own.image.context("this container has no image id")?;
         tracing::info!(%project, %network, %image, "docker mode");
@@ -130,7 +167,76 @@ impl DockerEnv {
             port: args.service_port,
             pids_limit,
             ids: Mutex::default(),
+            swarm: None,
         })
+    }
+
+    /// Swarm mode: the stack, its network and the image of the
+    /// orchestrator's own service (what new front-end services run).
+    async fn connect_swarm(
+        api: Docker,
+        args: &DockerArgs,
+        pids_limit: Option<u64>,
+        namespace: String,
+        labels: &HashMap<String, String>,
+        networks: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let own_service = labels
+            .get(swarm::LABEL_SERVICE_ID)
+            .context("this container is not a Swarm task (no service id label)")?;
+        let spec = swarm::inspect(&api, own_service)
+            .await?
+            .and_then(|s| s.spec)
+            .with_context(|| format!("inspect this service ({own_service})"))?;
+        let image = spec
+            .task_template
+            .and_then(|t| t.container_spec)
+            .and_then(|c| c.image)
+            .context("this service has no image")?;
+        // The stack's network (`NAME_default`, or any `NAME_*` network).
+        let prefix = format!("{namespace}_");
+        let network = networks
+            .iter()
+            .find(|n| **n == format!("{namespace}_default"))
+            .or_else(|| networks.iter().find(|n| n.starts_with(&prefix)))
+            .cloned()
+            .with_context(|| {
+                format!("this container is on no network of stack {namespace} ({networks:?})")
+            })?;
+        let node = labels
+            .get(swarm::LABEL_NODE_ID)
+            .cloned()
+            .unwrap_or_default();
+        tracing::info!(stack = %namespace, %network, %image, %node, "swarm mode");
+        Ok(Self {
+            api,
+            project: namespace.clone(),
+            network: network.clone(),
+            image: image.clone(),
+            port: args.service_port,
+            pids_limit,
+            ids: Mutex::default(),
+            swarm: Some(swarm::Stack {
+                namespace,
+                network,
+                image,
+                node,
+            }),
+        })
+    }
+
+    /// How many hosts the fleet's task budget spans: swarm mode, the
+    /// swarm's ready and active nodes; compose, this one.
+    pub async fn budget_hosts(&self) -> u32 {
+        if self.swarm.is_none() {
+            return 1;
+        }
+        swarm::active_nodes(&self.api).await.unwrap_or(1).max(1)
+    }
+
+    /// Whether this run is a Swarm stack's (else compose's).
+    pub fn is_swarm(&self) -> bool {
+        self.swarm.is_some()
     }
 
     /// The address of instance `name` on the compose network.
@@ -140,6 +246,9 @@ impl DockerEnv {
 
     /// The running container of compose service `service`, if compose started one.
     async fn find(&self, service: &str) -> anyhow::Result<Option<Container>> {
+        if let Some(stack) = &self.swarm {
+            return self.find_service(stack, service).await;
+        }
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![
@@ -172,10 +281,38 @@ impl DockerEnv {
             name,
             pid: 0,
             owned: false,
+            service: None,
+            node: String::new(),
         };
         container.refresh_pid().await;
         self.remember(service, &container);
         Ok(Some(container))
+    }
+
+    /// Swarm mode: the stack's service for instance `name` if it has one,
+    /// once its task runs (the stack starts everything at once, so the
+    /// orchestrator may get there first).
+    async fn find_service(
+        &self,
+        stack: &swarm::Stack,
+        name: &str,
+    ) -> anyhow::Result<Option<Container>> {
+        let service = stack.service(name);
+        if swarm::inspect(&self.api, &service).await?.is_none() {
+            return Ok(None);
+        }
+        let task = swarm::wait_task(&self.api, &service, None).await?;
+        let c = Container {
+            api: self.api.clone(),
+            id: task.container,
+            name: service.clone(),
+            pid: task.pid,
+            owned: false,
+            node: swarm::node_name(&self.api, &task.node).await,
+            service: Some(service.clone()),
+        };
+        self.ids.lock().insert(name.to_owned(), service);
+        Ok(Some(c))
     }
 
     fn remember(&self, instance: &str, c: &Container) {
@@ -184,11 +321,16 @@ impl DockerEnv {
 
     /// Adopts the container compose started for service `name`.
     pub async fn adopt(&self, name: &str) -> anyhow::Result<(String, Container)> {
-        let c = self.find(name).await?.with_context(|| {
-            format!(
+        let c = self.find(name).await?.with_context(|| match &self.swarm {
+            Some(s) => format!(
+                "stack {} has no service {}; is deploy/stack.yml in step with `cascade up` flags?",
+                s.namespace,
+                s.service(name)
+            ),
+            None => format!(
                 "compose service {name} is not running in project {}; is docker-compose.yml in step with `cascade up` flags?",
                 self.project
-            )
+            ),
         })?;
         tracing::info!(instance = name, container = %c.name, "adopted");
         Ok((self.addr(name), c))
@@ -206,6 +348,10 @@ impl DockerEnv {
         if let Some(c) = self.find(name).await? {
             self.check_compose_limit(name, &c).await;
             tracing::info!(instance = name, container = %c.name, "adopted");
+            return Ok((self.addr(name), c));
+        }
+        if let Some(stack) = &self.swarm {
+            let c = self.create_service(stack, name, args).await?;
             return Ok((self.addr(name), c));
         }
         let addr = self.addr(name);
@@ -228,6 +374,8 @@ impl DockerEnv {
             name: cname.clone(),
             pid: 0,
             owned: true,
+            service: None,
+            node: String::new(),
         };
         if let Err(e) = self.api.start_container(&c.id, None).await {
             c.remove().await;
@@ -239,8 +387,90 @@ impl DockerEnv {
         Ok((addr, c))
     }
 
+    /// Swarm mode: a new front-end service on the stack's network under
+    /// the Swarm pids limit (`docker service create --limit-pids`), once its
+    /// task runs; removed again if it never does.
+    async fn create_service(
+        &self,
+        stack: &swarm::Stack,
+        name: &str,
+        mut args: Vec<String>,
+    ) -> anyhow::Result<Container> {
+        args.extend([
+            "--listen".to_owned(),
+            format!("0.0.0.0:{}", self.port),
+            "--advertise".to_owned(),
+            self.addr(name),
+        ]);
+        let service = stack.service(name);
+        let spec = swarm::frontend_spec(
+            stack,
+            swarm::FrontendService {
+                name,
+                args,
+                env: self.child_env(name),
+                pids_limit: self.pids_limit,
+                labels: HashMap::from([
+                    (swarm::LABEL_STACK.to_owned(), stack.namespace.clone()),
+                    (LABEL_CREATED.to_owned(), stack.namespace.clone()),
+                ]),
+                stop_secs: STOP_SECS as i64,
+            },
+        );
+        self.api
+            .create_service(spec, None)
+            .await
+            .with_context(|| format!("docker service create {service}"))?;
+        let task = match swarm::wait_task(&self.api, &service, None).await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = swarm::remove(&self.api, &service).await;
+                return Err(e);
+            }
+        };
+        let c = Container {
+            api: self.api.clone(),
+            id: task.container,
+            name: service.clone(),
+            pid: task.pid,
+            owned: true,
+            node: swarm::node_name(&self.api, &task.node).await,
+            service: Some(service.clone()),
+        };
+        self.ids.lock().insert(name.to_owned(), service);
+        tracing::info!(instance = name, service = %c.name, node = %c.node, pids_limit = ?self.pids_limit, "front-end service created");
+        Ok(c)
+    }
+
+    /// The environment of a front-end the orchestrator starts.
+    fn child_env(&self, name: &str) -> Vec<String> {
+        let mut env = vec![format!("CASCADE_INSTANCE={name}")];
+        env.extend(
+            ["RUST_LOG", "CASCADE_LOG_FORMAT"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))),
+        );
+        env
+    }
+
     /// Warns when compose's `pids_limit` for `name` is not `--thread-limit`.
     async fn check_compose_limit(&self, name: &str, c: &Container) {
+        if let Some(service) = &c.service {
+            let limit = swarm::pids_limit(&self.api, service)
+                .await
+                .ok()
+                .filter(|l| *l > 0)
+                .map(|l| l as u64);
+            if limit != self.pids_limit {
+                tracing::warn!(
+                    instance = name,
+                    stack = ?limit,
+                    flag = ?self.pids_limit,
+                    "the stack's pids limit differs from --thread-limit"
+                );
+            }
+            return;
+        }
         let limit = self
             .api
             .inspect_container(&c.id, None::<InspectContainerOptions>)
@@ -288,12 +518,7 @@ impl DockerEnv {
             ),
             (LABEL_CREATED.to_owned(), self.project.clone()),
         ]);
-        let mut env = vec![format!("CASCADE_INSTANCE={name}")];
-        env.extend(
-            ["RUST_LOG", "CASCADE_LOG_FORMAT"]
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}"))),
-        );
+        let env = self.child_env(name);
         ContainerCreateBody {
             hostname: Some(name.to_owned()),
             image: Some(self.image.clone()),
@@ -338,8 +563,52 @@ impl DockerEnv {
             .with_context(|| format!("{instance}: no container known"))
     }
 
-    /// `docker kill --signal SIG` (a process fault).
+    /// Swarm mode: the container of `instance`'s running task, which must
+    /// be on this node (container operations go to this node's engine).
+    async fn local_task(
+        &self,
+        stack: &swarm::Stack,
+        instance: &str,
+    ) -> anyhow::Result<swarm::TaskInfo> {
+        let service = self.id_of(instance)?;
+        let task = swarm::running_task(&self.api, &service)
+            .await?
+            .with_context(|| format!("{instance}: service {service} has no running task"))?;
+        if task.node != stack.node {
+            bail!(
+                "{instance} runs on node {}, not on the orchestrator's node: pause works only for tasks on this node",
+                swarm::node_name(&self.api, &task.node).await
+            );
+        }
+        Ok(task)
+    }
+
+    /// `docker kill --signal SIG` (a process fault). Swarm mode: the task's
+    /// container gets the signal when it runs on this node (Swarm then
+    /// starts a new task if it exits); a task on another node is replaced
+    /// (`docker service update --force`: SIGTERM, grace, SIGKILL, new task),
+    /// since a manager cannot signal another node's containers.
     pub async fn kill(&self, instance: &str, signal: &str) -> anyhow::Result<()> {
+        if let Some(stack) = &self.swarm {
+            let service = self.id_of(instance)?;
+            let task = swarm::running_task(&self.api, &service).await?;
+            return match task {
+                Some(t) if t.node == stack.node => self
+                    .api
+                    .kill_container(
+                        &t.container,
+                        Some(KillContainerOptions {
+                            signal: signal.to_owned(),
+                        }),
+                    )
+                    .await
+                    .with_context(|| format!("docker kill {instance}")),
+                _ => {
+                    tracing::info!(instance, %service, "task on another node: replaced (service update --force) instead of signalled");
+                    swarm::force_update(&self.api, &service).await
+                }
+            };
+        }
         let id = self.id_of(instance)?;
         self.api
             .kill_container(
@@ -354,7 +623,10 @@ impl DockerEnv {
 
     /// `docker pause` (a process fault; reverted by [`Self::unpause`]).
     pub async fn pause(&self, instance: &str) -> anyhow::Result<()> {
-        let id = self.id_of(instance)?;
+        let id = match &self.swarm {
+            Some(stack) => self.local_task(stack, instance).await?.container,
+            None => self.id_of(instance)?,
+        };
         self.api
             .pause_container(&id)
             .await
@@ -363,7 +635,10 @@ impl DockerEnv {
 
     /// `docker unpause`.
     pub async fn unpause(&self, instance: &str) -> anyhow::Result<()> {
-        let id = self.id_of(instance)?;
+        let id = match &self.swarm {
+            Some(stack) => self.local_task(stack, instance).await?.container,
+            None => self.id_of(instance)?,
+        };
         self.api
             .unpause_container(&id)
             .await
@@ -371,8 +646,16 @@ impl DockerEnv {
     }
 
     /// `docker update --pids-limit` (the thread-limit fault); returns the
-    /// old limit (0: none) for [`Self::restore_pids_limit`].
+    /// old limit (0: none) for [`Self::restore_pids_limit`]. Swarm mode:
+    /// `docker service update --limit-pids`, which Swarm applies by
+    /// replacing the task (the front-end restarts under the new limit).
     pub async fn set_pids_limit(&self, instance: &str, limit: u64) -> anyhow::Result<i64> {
+        if self.swarm.is_some() {
+            let service = self.id_of(instance)?;
+            let old = swarm::pids_limit(&self.api, &service).await?;
+            self.restore_pids_limit(instance, limit as i64).await?;
+            return Ok(old);
+        }
         let id = self.id_of(instance)?;
         let old = self
             .api
@@ -388,6 +671,10 @@ impl DockerEnv {
 
     /// Sets a container's `pids_limit` (0 or less: none).
     pub async fn restore_pids_limit(&self, instance: &str, limit: i64) -> anyhow::Result<()> {
+        if self.swarm.is_some() {
+            let service = self.id_of(instance)?;
+            return swarm::set_pids_limit(&self.api, &service, limit).await;
+        }
         let id = self.id_of(instance)?;
         let body = ContainerUpdateBody {
             pids_limit: Some(if limit > 0 { limit } else { -1 }),
@@ -402,6 +689,9 @@ impl DockerEnv {
     /// Removes every container this orchestrator created (on its way out),
     /// found by label so none is missed.
     pub async fn remove_created(&self) {
+        if self.swarm.is_some() {
+            return self.remove_created_services().await;
+        }
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{LABEL_CREATED}={}", self.project)],
@@ -460,6 +750,28 @@ impl DockerEnv {
     }
 }
 
+impl DockerEnv {
+    /// Swarm mode: removes every service this orchestrator created (found
+    /// by label); Swarm then stops and removes their tasks' containers.
+    async fn remove_created_services(&self) {
+        let names = match swarm::services_labelled(&self.api, LABEL_CREATED, &self.project).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not list the services this run created");
+                return;
+            }
+        };
+        for name in names {
+            match swarm::remove(&self.api, &name).await {
+                Ok(()) => tracing::info!(service = %name, "removed"),
+                Err(e) => {
+                    tracing::error!(service = %name, error = %format!("{e:#}"), "docker service rm failed")
+                }
+            }
+        }
+    }
+}
+
 /// This container's id: from the cgroup paths (cgroup v1, or v2 without a
 /// cgroup namespace), else from the mounts (`/docker/containers/<id>/...`),
 /// else the hostname (docker's default hostname is the short id).
@@ -489,8 +801,8 @@ fn container_id_in(text: &str) -> Option<String> {
 
 /// Checks the docker-mode flags together.
 pub fn validate(args: &DockerArgs) -> anyhow::Result<()> {
-    if !args.docker && args.play.is_some() {
-        bail!("--play needs --docker (locally, use `cascade run <scenario>`)");
+    if !args.enabled() && args.play.is_some() {
+        bail!("--play needs --docker or --swarm (locally, use `cascade run <scenario>`)");
     }
     Ok(())
 }

@@ -181,7 +181,19 @@ impl UpArgs {
 
 /// Refuses a fleet whose threads could add up to more than the host budget.
 pub fn check_host_budget(fleet: u32, limit: ThreadLimitArg, workers: u16) -> anyhow::Result<()> {
-    let budget = threadlimit::host_task_budget();
+    check_budget(fleet, limit, workers, 1)
+}
+
+/// Refuses a fleet whose threads could add up to more than `hosts` times
+/// this host's budget (swarm mode: the swarm's active nodes, taken to be
+/// alike, over which Swarm's scheduler spreads the front-end services).
+pub fn check_budget(
+    fleet: u32,
+    limit: ThreadLimitArg,
+    workers: u16,
+    hosts: u32,
+) -> anyhow::Result<()> {
+    let budget = threadlimit::host_task_budget() * u64::from(hosts.max(1));
     let base = u64::from(workers) + 2;
     let worst = match limit {
         ThreadLimitArg::Limit(l) => u64::from(fleet) * l,
@@ -193,7 +205,7 @@ pub fn check_host_budget(fleet: u32, limit: ThreadLimitArg, workers: u16) -> any
     if worst > budget {
         bail!(
             "a fleet of {fleet} front-ends at thread limit {limit} could hold {worst} threads, \
-             more than this run may use ({budget}, half of the host's kernel task limit); \
+             more than this run may use ({budget}, half of the kernel task limit of {hosts} host(s)); \
              use fewer front-ends or a lower --thread-limit"
         );
     }
@@ -270,13 +282,14 @@ mod tests {
 
     fn docker() -> impl Strategy<Value = DockerArgs> {
         (
-            any::<bool>(),
+            (any::<bool>(), any::<bool>()),
             prop::option::of((any::<[u8; 4]>(), any::<u16>())),
             any::<u16>(),
             prop::option::of("[a-z0-9./-]{1,20}"),
         )
-            .prop_map(|(docker, listen, service_port, play)| DockerArgs {
+            .prop_map(|((docker, swarm), listen, service_port, play)| DockerArgs {
                 docker,
+                swarm,
                 control_listen: listen.map(|(ip, port)| std::net::SocketAddr::from((ip, port))),
                 service_port,
                 play,

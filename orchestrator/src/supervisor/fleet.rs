@@ -12,8 +12,9 @@ use anyhow::{Context, bail};
 use cascade_core::threadlimit::InstanceCgroup;
 use tokio::task::JoinSet;
 
+use super::Supervisor;
+use super::args::check_budget;
 use super::readiness::wait_all_ready;
-use super::{Supervisor, check_host_budget};
 use crate::launcher::{self, ChildLimit, ChildSpec, RunningChild};
 use crate::limits::ThreadLimitArg;
 use crate::topology::{self, Service};
@@ -173,7 +174,11 @@ impl Supervisor {
         n: u32,
     ) -> anyhow::Result<Vec<String>> {
         let total = fleet.all_frontends().count() as u32 + n;
-        check_host_budget(total, self.thread_limit_arg(), self.args.workers)?;
+        let hosts = match &self.docker {
+            Some(d) => d.budget_hosts().await,
+            None => 1,
+        };
+        check_budget(total, self.thread_limit_arg(), self.args.workers, hosts)?;
         let backend = fleet.backend_addr()?;
         let existing = fleet.frontends.len();
         let started = self

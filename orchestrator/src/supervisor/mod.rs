@@ -215,10 +215,14 @@ async fn prepare(
     );
     let frontend_bin = launcher::binary("kinesis-frontend")?;
     launcher::binary("kinesis-backend")?;
-    let (plan, docker) = if args.docker.docker {
-        // Docker mode: each front-end container's pids_limit is the limit.
-        let plan = LimitPlan::docker(args.thread_limit);
+    let (plan, docker) = if args.docker.enabled() {
+        // Docker mode: each front-end container's pids_limit is the limit
+        // (swarm mode: each front-end service's Swarm pids limit).
+        let mut plan = LimitPlan::docker(args.thread_limit);
         let env = DockerEnv::connect(&args.docker, plan.limit).await?;
+        if env.is_swarm() && plan.limit.is_some() {
+            plan.enforcement = cascade_core::threadlimit::Enforcement::Swarm;
+        }
         (plan, Some(env))
     } else {
         let plan =

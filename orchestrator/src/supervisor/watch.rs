@@ -59,6 +59,8 @@ pub(super) struct RosterEntry {
     pub channel: Channel,
     /// Its thread-limit cgroup, when it has one.
     pub cgroup: Option<InstanceCgroup>,
+    /// Swarm mode: the node its task runs on.
+    pub node: Option<String>,
 }
 
 impl RosterEntry {
@@ -73,6 +75,7 @@ impl RosterEntry {
             addr: i.addr.clone(),
             channel: cascade_core::clients::lazy_channel(&i.addr, Duration::from_secs(1)).ok()?,
             cgroup: i.cgroup().cloned(),
+            node: i.child.node(),
         })
     }
 }
@@ -202,6 +205,7 @@ impl Supervisor {
                         addr: r.addr.clone(),
                         id: r.id.clone(),
                         fleet: r.fleet.clone(),
+                        node: r.node.clone(),
                         shard_map: MapState::Building,
                         detail: "not yet observed".into(),
                         ..Default::default()
@@ -229,10 +233,10 @@ impl Supervisor {
         }
         drop(o);
         Status {
-            mode: if self.docker.is_some() {
-                Mode::Docker
-            } else {
-                Mode::Local
+            mode: match &self.docker {
+                Some(d) if d.is_swarm() => Mode::Swarm,
+                Some(_) => Mode::Docker,
+                None => Mode::Local,
             },
             thread_limit: ThreadLimit {
                 limit: self.plan.limit,
@@ -351,6 +355,7 @@ async fn observe_frontend(r: RosterEntry) -> FrontendEntry {
         id: r.id.clone(),
         fleet: r.fleet.clone(),
         cgroup_pids_events_max: r.cgroup.as_ref().map(InstanceCgroup::refused),
+        node: r.node.clone(),
         ..Default::default()
     };
     match resp {

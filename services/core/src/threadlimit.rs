@@ -30,6 +30,9 @@ pub enum Enforcement {
     Systemd,
     /// The container's `pids_limit` (compose mode).
     Docker,
+    /// The Swarm service's pids limit, `TaskTemplate.Resources.Limits.Pids`
+    /// (swarm mode; the container runtime sets it on each task).
+    Swarm,
     /// No limit at all (only with `--thread-limit none`).
     None,
 }
@@ -43,6 +46,7 @@ impl Enforcement {
             Self::RlimitNproc => "rlimit-nproc",
             Self::Systemd => "systemd",
             Self::Docker => "docker",
+            Self::Swarm => "swarm",
             Self::None => "none",
         }
     }
