@@ -10,7 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-benches=(fleet_scale peer_memory incident_phase dataplane_throughput cascade_impact soak)
+# aws_throughput's smoke installs its baseline, ferrokinesis, with `cargo
+# install` into target/bench-tools the first time (a release build of
+# ferrokinesis: several minutes on 2 cores; reused after).
+benches=(fleet_scale peer_memory incident_phase dataplane_throughput cascade_impact soak aws_throughput)
 out=target/bench
 
 check_json() { # file bench-name

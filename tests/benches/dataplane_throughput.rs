@@ -3,6 +3,14 @@
 //! answering the same PutRecord at once (one process, one hop), both driven
 //! by the same closed-loop load generator in the same run.
 //!
+//! The front-end runs with `--worker-slots 1024` (the model's bound on
+//! requests one front-end works on at once, 4 by default, set out of the
+//! way; `--worker-slots N` to measure the model) and no modelled request
+//! cost. The baseline is
+//! this bench binary serving, so the ratio is valid only when the bench
+//! itself is a release build (plain `cargo bench`); the report records the
+//! profile it was built with.
+//!
 //! Writes target/bench/dataplane_throughput.json.
 //!
 //!   cargo build --release --workspace --bins
@@ -34,6 +42,10 @@ struct Args {
     /// Rounds of each (the median is reported).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     rounds: u64,
+    /// The front-end's worker slots (the model's bound on requests it works
+    /// on at once; the front-end's default is 4): out of the way by default.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    worker_slots: u32,
     /// Small and quick (1 round of 2 s, 8 in flight): checks the bench runs and writes its JSON.
     #[arg(long)]
     smoke: bool,
@@ -50,6 +62,7 @@ struct Report {
     command: String,
     seconds: u64,
     concurrency: u64,
+    worker_slots: u32,
     plain_calls_per_sec: Vec<f64>,
     frontend_calls_per_sec: Vec<f64>,
     /// Median of the plain server's rounds (the baseline).
@@ -58,6 +71,9 @@ struct Report {
     figure: f64,
     ratio: f64,
     target_ratio: f64,
+    /// Whether this bench (the baseline server and the load generator) was
+    /// an optimized build; the ratio is valid only when it was.
+    optimized: bool,
 }
 
 /// The baseline: answers PutRecord immediately, nothing else.
@@ -195,7 +211,10 @@ fn main() {
         procs::wait_serving(&echo.addr, Duration::from_secs(20)).await;
         let backend = procs::start("kinesis-backend", &[]);
         procs::wait_serving(&backend.addr, Duration::from_secs(20)).await;
-        let fe = procs::start("kinesis-frontend", &["--id", "fe-0", "--backend", &backend.addr].map(str::to_owned));
+        let fe = procs::start(
+            "kinesis-frontend",
+            &["--id", "fe-0", "--backend", &backend.addr, "--worker-slots", &a.worker_slots.to_string()].map(str::to_owned),
+        );
         procs::wait_serving(&fe.addr, Duration::from_secs(20)).await;
         let mut c = KinesisClient::new(cascade_core::clients::connect(&fe.addr).await.expect("connect"));
         c.create_stream(pb::CreateStreamRequest { stream_name: "bench".into(), shard_count: 4 }).await.expect("create");
@@ -215,7 +234,7 @@ fn main() {
         let (base, through) = (median(&mut bases), median(&mut throughs));
         println!("baseline: plain tonic PutRecord server: {base:.0} calls/s (median of {rounds}; {concurrency} in flight, {secs} s each)");
         println!("front-end -> back end PutRecord: {through:.0} calls/s (median of {rounds})");
-        println!("dataplane_throughput: {:.2}x the plain tonic server (target >= 0.4x)", through / base);
+        println!("dataplane_throughput: {:.2}x the plain tonic server (target >= 0.5x)", through / base);
         bench::write_json(
             "dataplane_throughput",
             &Report {
@@ -225,12 +244,14 @@ fn main() {
                 command: std::env::args().collect::<Vec<_>>().join(" "),
                 seconds: secs,
                 concurrency: concurrency as u64,
+                worker_slots: a.worker_slots,
                 plain_calls_per_sec: plain,
                 frontend_calls_per_sec: front,
                 baseline: base,
                 figure: through,
                 ratio: through / base,
-                target_ratio: 0.4,
+                target_ratio: 0.5,
+                optimized: !cfg!(debug_assertions),
             },
         );
     });

@@ -69,6 +69,13 @@ pub struct UpArgs {
     /// can carry (0s: no bound).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub request_cost: std::time::Duration,
+    /// MODEL: worker slots per front-end: how many requests (and shard-map
+    /// snapshot fetches or serves) one front-end works on at once; a
+    /// request that finds none free within 500 ms fails (UNAVAILABLE,
+    /// ProvisionedThroughputExceeded on the AWS API). The benchmarks raise
+    /// it out of the way.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_slots: u32,
     /// Where the balanced AWS Kinesis endpoint listens (boto3, the AWS CLI
     /// and AWS SDKs point AWS_ENDPOINT_URL at it); port 0 picks a free
     /// port. `status --json` shows it as `endpoints.kinesis_aws`.
@@ -146,6 +153,7 @@ impl UpArgs {
                 "--request-cost={}",
                 humantime::format_duration(self.request_cost)
             ),
+            format!("--worker-slots={}", self.worker_slots),
             format!("--dashboard-listen={}", self.dashboard_listen),
         ];
         v.push(format!("--kinesis-aws-listen={}", self.kinesis_aws_listen));
@@ -309,7 +317,7 @@ mod tests {
             (
                 prop::sample::select(EnforcementPref::value_variants().to_vec()),
                 prop::sample::select(BootstrapArg::value_variants().to_vec()),
-                (0.0f64..=1.0, 0u64..5_000_000),
+                (0.0f64..=1.0, 0u64..5_000_000, 1u32..=1024),
                 topology(),
                 docker(),
                 any::<bool>(),
@@ -327,7 +335,7 @@ mod tests {
                     (
                         enforcement,
                         bootstrap,
-                        (learning_jitter, cost_us),
+                        (learning_jitter, cost_us, worker_slots),
                         topology,
                         docker,
                         daemon,
@@ -346,6 +354,7 @@ mod tests {
                     bootstrap,
                     learning_jitter,
                     request_cost: Duration::from_micros(cost_us),
+                    worker_slots,
                     kinesis_aws_listen: std::net::SocketAddr::from((aws_ip, aws_port)),
                     dashboard_listen: std::net::SocketAddr::from((dash_ip, dash_port)),
                     scenario_journal: scenario_journal.map(std::path::PathBuf::from),

@@ -117,6 +117,7 @@ impl Supervisor {
                 "--request-cost={}",
                 humantime::format_duration(a.request_cost)
             ),
+            format!("--worker-slots={}", a.worker_slots),
         ]
     }
 

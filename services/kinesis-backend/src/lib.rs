@@ -392,10 +392,13 @@ impl Kinesis for Backend {
             .last()
             .and_then(|x| x.sequence_number.parse::<u64>().ok())
             .map_or(start, |s| s + 1);
+        // A shard's sequence numbers are contiguous (trimming drops only the
+        // oldest), so the first record at or after `next_seq` is at a known
+        // index: no scan of the shard (a consumer at the tip of a full
+        // shard would otherwise walk all of it on every call).
         let behind = shard
             .records
-            .iter()
-            .find(|x| x.seq >= next_seq)
+            .get(next_seq.saturating_sub(first) as usize)
             .map_or(0, |x| (now_ms() - x.arrival_ms).max(0));
         let next = ShardIterator { next_seq, ..it };
         Ok(Response::new(pb::GetRecordsResponse {
@@ -603,4 +606,88 @@ pub async fn run(
     let result = serve::serve(listener, routes, shutdown).await;
     expiry.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BackendConfig {
+        BackendConfig {
+            advertise: None,
+            member_ttl: Duration::from_secs(5),
+            shard_retention_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// A shard whose oldest records were trimmed: it holds sequence numbers
+    /// 5 to 9, record `s` arrived (10 - s) seconds ago.
+    fn trimmed_shard(b: &Backend) {
+        let now = now_ms();
+        let records = (5..10)
+            .map(|seq| StoredRecord {
+                seq,
+                partition_key: format!("k{seq}"),
+                data: vec![b'x'],
+                arrival_ms: now - 1000 * (10 - seq as i64),
+            })
+            .collect();
+        let (start, end) = keyspace::shard_range(0, 1);
+        b.lock().streams.insert(
+            "s".into(),
+            Stream {
+                shards: vec![ShardData {
+                    start,
+                    end,
+                    records,
+                    next_seq: 10,
+                    bytes: 5,
+                }],
+            },
+        );
+    }
+
+    async fn read(b: &Backend, next_seq: u64, limit: u32) -> pb::GetRecordsResponse {
+        let it = ShardIterator {
+            stream_name: "s".into(),
+            shard_id: keyspace::shard_id(0),
+            next_seq,
+        };
+        b.get_records(Request::new(pb::GetRecordsRequest {
+            shard_iterator: it.encode(),
+            limit,
+        }))
+        .await
+        .expect("get_records")
+        .into_inner()
+    }
+
+    #[tokio::test]
+    async fn millis_behind_latest_is_the_age_of_the_next_record_unread() {
+        let b = Backend::new("owner".into(), config());
+        trimmed_shard(&b);
+        // After reading 7, the next unread is 8, which arrived 2 s ago.
+        let r = read(&b, 7, 1).await;
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.records[0].sequence_number, "7");
+        assert!(
+            (1_900..2_500).contains(&r.millis_behind_latest),
+            "{}",
+            r.millis_behind_latest
+        );
+        // An iterator behind the trim horizon reads from the oldest kept (5);
+        // the next unread is then 6, 4 s old.
+        let r = read(&b, 2, 1).await;
+        assert_eq!(r.records[0].sequence_number, "5");
+        assert!(
+            (3_900..4_500).contains(&r.millis_behind_latest),
+            "{}",
+            r.millis_behind_latest
+        );
+        // At the tip nothing is unread.
+        let r = read(&b, 9, 5).await;
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.millis_behind_latest, 0);
+        assert_eq!(read(&b, 10, 5).await.millis_behind_latest, 0);
+    }
 }
