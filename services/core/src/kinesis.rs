@@ -440,3 +440,44 @@ impl TimeArgs {
         Duration::from_secs_f64(incident_secs / self.time_scale)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(code: &str) -> pb::PutRecordsResult {
+        pb::PutRecordsResult {
+            error_code: code.into(),
+            error_message: if code.is_empty() { "" } else { "why" }.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_records_refused_for_good_are_listed_and_any_other_failure_keeps_the_batch() {
+        let resp = |codes: &[&str]| pb::PutRecordsResponse {
+            failed_record_count: codes.iter().filter(|c| !c.is_empty()).count() as u32,
+            records: codes.iter().map(|c| result(c)).collect(),
+        };
+        assert_eq!(
+            outcome_of(&resp(&["", ""])).ok(),
+            Some(PutOutcome::default())
+        );
+        let out = outcome_of(&resp(&["", "InvalidArgument", "OutOfRange"])).expect("ok");
+        assert_eq!(
+            out.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let e = outcome_of(&resp(&["InvalidArgument", "ResourceExhausted"]))
+            .expect_err("throttling is retried");
+        assert!(matches!(e, ServiceError::Unavailable(_)), "{e:?}");
+        assert!(refused_for_good(tonic::Code::InvalidArgument));
+        assert!(!refused_for_good(tonic::Code::Unavailable));
+        assert!(!refused_for_good(tonic::Code::ResourceExhausted));
+        assert!(error_refused_for_good(&Kinesis.error(
+            "PutRecords",
+            tonic::Status::invalid_argument("data: over 1 MiB")
+        )));
+        assert!(!error_refused_for_good(&ServiceError::unavailable("down")));
+    }
+}
