@@ -290,14 +290,12 @@ fn event_id() -> String {
     cascade_core::random_uuid()
 }
 
-#[tonic::async_trait]
-impl EventBridge for Api {
-    async fn put_events(
+impl Api {
+    /// PutEvents once validated: journal, put on the bus, answer.
+    async fn accept_and_put(
         &self,
-        req: Request<pb::PutEventsRequest>,
+        entries: Vec<pb::EventEntry>,
     ) -> Result<Response<pb::PutEventsResponse>, Status> {
-        let entries = req.into_inner().entries;
-        validate_entries(&entries)?;
         let put_at_ms = now_ms();
         let events: Vec<BusEvent> = entries
             .into_iter()
@@ -356,6 +354,24 @@ impl EventBridge for Api {
                 })
                 .collect(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl EventBridge for Api {
+    async fn put_events(
+        &self,
+        req: Request<pb::PutEventsRequest>,
+    ) -> Result<Response<pb::PutEventsResponse>, Status> {
+        let entries = req.into_inner().entries;
+        validate_entries(&entries)?;
+        // The rest runs to its end even if the caller goes away (its
+        // deadline): an event journaled is then either put on the bus or
+        // withdrawn, never left in the backlog half-accepted.
+        let api = self.clone();
+        tokio::spawn(async move { api.accept_and_put(entries).await })
+            .await
+            .map_err(|e| Status::internal(format!("PutEvents task: {e}")))?
     }
 
     async fn put_rule(
