@@ -472,8 +472,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_kinesis_refuses_for_good_is_dropped_not_retried_forever() {
-        let buffer = Arc::new(AccessLogBuffer::new(MIN_CAPACITY, Mode::Bug));
-        // An empty buffer takes any record, even one Kinesis will never take.
+        // Room for a record Kinesis will never take, and one it will.
+        let buffer = Arc::new(AccessLogBuffer::new(4 << 20, Mode::Bug));
         let huge = vec![b'x'; cascade_core::keyspace::MAX_RECORD_BYTES + 1];
         assert_eq!(buffer.append("big".into(), huge).await, Appended::Buffered);
         let (k, d) = record(1);
