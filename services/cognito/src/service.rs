@@ -317,6 +317,7 @@ impl StatusSource for CognitoService {
         put("shed_records", b.shed_records.to_string());
         put("flushed_records", b.flushed_records.to_string());
         put("flush_failures", b.flush_failures.to_string());
+        put("dropped_records", b.dropped_records.to_string());
         put("last_flush_error", b.last_flush_error);
         put(
             "sign_ins",
@@ -398,8 +399,11 @@ mod tests {
     struct OkSink;
 
     impl AccessLogSink for OkSink {
-        async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
-            Ok(())
+        async fn put_records(
+            &self,
+            _: Vec<(String, Vec<u8>)>,
+        ) -> Result<cascade_core::kinesis::PutOutcome, ServiceError> {
+            Ok(Default::default())
         }
     }
 
@@ -407,7 +411,10 @@ mod tests {
     struct DownSink;
 
     impl AccessLogSink for DownSink {
-        async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
+        async fn put_records(
+            &self,
+            _: Vec<(String, Vec<u8>)>,
+        ) -> Result<cascade_core::kinesis::PutOutcome, ServiceError> {
             Err(Upstream::Kinesis.error(
                 "PutRecords",
                 Status::unavailable("shard map unusable (test double)"),
