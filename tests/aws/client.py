@@ -145,9 +145,22 @@ def healthy():
           "ListShards refuses NextToken with StreamName, as AWS")
     k.create_stream(StreamName="short-lived", ShardCount=1)
     k.delete_stream(StreamName="short-lived")
-    e = error_of(lambda: k.describe_stream_summary(StreamName="short-lived"))
-    check(e is not None and e["Error"]["Code"] == "ResourceNotFoundException"
-          and "short-lived" not in k.list_streams()["StreamNames"], "DeleteStream removes the stream")
+    # As on AWS, deletion is eventually consistent (there the stream is
+    # DELETING for a while; here each front-end's map drops it when it reads
+    # the new metadata). Poll for 20 s until five calls in a row, spread by
+    # the balancer over the front-ends, no longer see it.
+    def gone():
+        e = error_of(lambda: k.describe_stream_summary(StreamName="short-lived"))
+        listed = "short-lived" in k.list_streams()["StreamNames"]
+        code = e["Error"]["Code"] if e else "found"
+        return code == "ResourceNotFoundException" and not listed, (code, listed)
+    deadline, in_a_row, last = time.time() + 20, 0, None
+    while in_a_row < 5 and time.time() < deadline:
+        ok, last = gone()
+        in_a_row = in_a_row + 1 if ok else 0
+        if not ok:
+            time.sleep(0.2)
+    check(in_a_row >= 5, f"DeleteStream removes the stream (last seen: describe {last[0]}, listed {last[1]})")
     acked = []
     r = k.put_record(StreamName=STREAM, Data=b"first", PartitionKey="p0")
     acked.append([r["ShardId"], r["SequenceNumber"], b"first".hex()])
