@@ -297,12 +297,6 @@ pub struct Addresses {
 }
 
 impl Addresses {
-    /// The durable data directory of instance `name`: `<run>/data/<name>`,
-    /// kept while the run lives, so a restarted instance finds its state.
-    pub fn data_dir(&self, name: &str) -> std::path::PathBuf {
-        self.run_dir.join("data").join(name)
-    }
-
     fn first(&self, s: Service) -> Option<&String> {
         self.instances.get(&format!("{}-0", s.name()))
     }
@@ -371,9 +365,6 @@ pub fn args_for(p: &Planned, t: &TopologyArgs, a: &Addresses) -> Vec<String> {
         }
         Service::Eventbridge => {
             kinesis(&mut v, t.main_fleet_pattern());
-            // Its rules and the backlog of accepted events, kept across a
-            // restart of the instance (`inject restart`).
-            v.push(format!("--data-dir={}", a.data_dir(&p.name).display()));
             if let Some(ecs) = a.first(Service::Ecs) {
                 v.push(format!("--ecs={ecs}"));
             }

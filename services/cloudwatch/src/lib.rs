@@ -113,9 +113,6 @@ struct Counters {
     last_ingest_ms: AtomicI64,
     /// Buffered datapoints dropped for being older than the retention.
     expired: AtomicU64,
-    /// Buffered datapoints Kinesis refused for good, dropped from the store
-    /// so they cannot block the backfill.
-    dropped: AtomicU64,
     /// Stream records that were not datapoints.
     undecodable: AtomicU64,
     /// The last PutMetricData refused to a customer, and when: the cause.
@@ -303,17 +300,7 @@ impl CloudWatch {
                 .map(|p| (p.partition_key(), p.encode()))
                 .collect();
             match self.inner.pipeline.put_records(records).await {
-                Ok(outcome) if outcome.refused.is_empty() => accepted += chunk.len(),
-                Ok(outcome) => {
-                    // The datapoints themselves are at fault: the caller's
-                    // error, not an outage to buffer through.
-                    let (i, why) = &outcome.refused[0];
-                    return Err(ServiceError::invalid(format!(
-                        "metric_data[{}]: Kinesis refused {} datapoint(s) for good ({why}); the others went in",
-                        accepted + i,
-                        outcome.refused.len()
-                    )));
-                }
+                Ok(()) => accepted += chunk.len(),
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -590,7 +577,6 @@ impl CloudWatch {
             .wall(self.inner.config.local_buffer_retention as f64);
         let cutoff = now_ms() - retention.as_millis() as i64;
         let mut sent: BTreeSet<PointKey> = BTreeSet::new();
-        let mut refused: BTreeSet<PointKey> = BTreeSet::new();
         let mut cursor: Option<PointKey> = None;
         let mut failure = None;
         let mut any_expired = false;
@@ -612,20 +598,11 @@ impl CloudWatch {
                 .map(|p| (p.partition_key(), p.encode()))
                 .collect();
             match self.inner.pipeline.put_records(records).await {
-                Ok(outcome) => {
-                    if let Some((_, why)) = outcome.refused.first() {
-                        tracing::warn!(dropped = outcome.refused.len(), batch = live.len(), first = %why,
-                            "local store: Kinesis refused buffered datapoints for good; dropped");
-                    }
-                    let bad: BTreeSet<usize> = outcome.refused.iter().map(|(i, _)| *i).collect();
+                Ok(()) => {
                     let mut in_flight = self.inner.in_flight.lock();
-                    for (i, p) in live.into_iter().enumerate() {
-                        if bad.contains(&i) {
-                            refused.insert(p.key());
-                        } else {
-                            sent.insert(p.key());
-                            in_flight.insert(p.key(), p);
-                        }
+                    for p in live {
+                        sent.insert(p.key());
+                        in_flight.insert(p.key(), p);
                     }
                 }
                 Err(e) => {
@@ -642,20 +619,17 @@ impl CloudWatch {
             .as_ref()
             .and_then(|s| s.batch_after(None, 1).first().map(|p| p.ts < cutoff))
             .unwrap_or(false);
-        if !sent.is_empty() || !refused.is_empty() || any_expired {
+        if !sent.is_empty() || any_expired {
             let store = self.inner.store.clone();
-            let (backfilled, expired, dropped) = tokio::task::spawn_blocking(move || {
+            let (backfilled, expired) = tokio::task::spawn_blocking(move || {
                 let mut g = store.lock();
                 let Some(s) = g.as_mut() else {
-                    return Ok((0, 0, 0));
+                    return Ok((0, 0));
                 };
-                let (mut backfilled, mut expired, mut dropped) = (0usize, 0usize, 0usize);
+                let (mut backfilled, mut expired) = (0usize, 0usize);
                 s.retain(|p| {
                     if sent.contains(&p.key()) {
                         backfilled += 1;
-                        false
-                    } else if refused.contains(&p.key()) {
-                        dropped += 1;
                         false
                     } else if p.ts < cutoff {
                         expired += 1;
@@ -664,7 +638,7 @@ impl CloudWatch {
                         true
                     }
                 })
-                .map(|_| (backfilled, expired, dropped))
+                .map(|_| (backfilled, expired))
                 .map_err(|e| {
                     ServiceError::Internal(format!(
                         "local store {}: cannot rewrite: {e}",
@@ -676,7 +650,6 @@ impl CloudWatch {
             .map_err(|e| ServiceError::Internal(format!("local store task: {e}")))??;
             let c = &self.inner.counters;
             c.backfilled.fetch_add(backfilled as u64, Ordering::Relaxed);
-            c.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
             if expired > 0 {
                 c.expired.fetch_add(expired as u64, Ordering::Relaxed);
                 tracing::warn!(
@@ -790,10 +763,6 @@ impl StatusSource for CloudWatch {
             (
                 "expired_datapoints",
                 c.expired.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "dropped_records",
-                c.dropped.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "put_errors",

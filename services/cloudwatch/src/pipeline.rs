@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cascade_core::ServiceError;
-use cascade_core::kinesis::{KinesisProducer, PutOutcome, StreamReader};
+use cascade_core::kinesis::{KinesisProducer, StreamReader};
 
 /// Most records one PutRecords call may carry (as AWS; the front-end enforces it).
 pub use cascade_core::keyspace::MAX_RECORDS_PER_PUT;
@@ -17,13 +17,9 @@ const POLL_LIMIT: u32 = 1_000;
 /// Where metric records go and come back from.
 #[tonic::async_trait]
 pub trait MetricsPipeline: Send + Sync + 'static {
-    /// Puts at most [`MAX_RECORDS_PER_PUT`] (partition key, bytes) records:
-    /// `Err` (worth retrying) keeps them all; `Ok` lists the records Kinesis
-    /// refused for good (bad input), every other one went in.
-    async fn put_records(
-        &self,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<PutOutcome, ServiceError>;
+    /// Puts at most [`MAX_RECORDS_PER_PUT`] (partition key, bytes) records;
+    /// all or nothing.
+    async fn put_records(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError>;
 
     /// Reads the records put since the last successful poll.
     async fn poll(&self) -> Result<Vec<Vec<u8>>, ServiceError>;
@@ -53,12 +49,9 @@ impl KinesisPipeline {
 
 #[tonic::async_trait]
 impl MetricsPipeline for KinesisPipeline {
-    async fn put_records(
-        &self,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<PutOutcome, ServiceError> {
+    async fn put_records(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
         self.producer
-            .put_records_or_refuse(&self.stream, records)
+            .put_records(&self.stream, records)
             .await
             .map_err(|e| {
                 // The producer's message already names Kinesis and the call.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cascade_core::ServiceError;
-use cascade_core::kinesis::{KinesisArgs, PutOutcome, TimeArgs};
+use cascade_core::kinesis::{KinesisArgs, TimeArgs};
 use cascade_core::serve::StatusSource;
 use cascade_proto::cloudwatch as pb;
 use parking_lot::Mutex;
@@ -27,9 +27,6 @@ struct FakeKinesis {
     log: Mutex<Vec<Vec<u8>>>,
     /// How far the reader has read.
     read: Mutex<usize>,
-    /// Records containing these bytes are refused for good (as Kinesis
-    /// refuses a record over 1 MiB).
-    poison: Mutex<Option<Vec<u8>>>,
 }
 
 impl FakeKinesis {
@@ -40,29 +37,14 @@ impl FakeKinesis {
 
 #[tonic::async_trait]
 impl MetricsPipeline for FakeKinesis {
-    async fn put_records(
-        &self,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<PutOutcome, ServiceError> {
+    async fn put_records(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
         if self.down.load(Ordering::Relaxed) {
             return Err(ServiceError::unavailable(
                 "Kinesis: shard-map unusable (test double)",
             ));
         }
-        let poison = self.poison.lock().clone();
-        let mut out = PutOutcome::default();
-        let mut log = self.log.lock();
-        for (i, (_, d)) in records.into_iter().enumerate() {
-            if poison
-                .as_ref()
-                .is_some_and(|p| d.windows(p.len()).any(|w| w == p.as_slice()))
-            {
-                out.refused.push((i, "InvalidArgument: test poison".into()));
-            } else {
-                log.push(d);
-            }
-        }
-        Ok(out)
+        self.log.lock().extend(records.into_iter().map(|(_, d)| d));
+        Ok(())
     }
 
     async fn poll(&self) -> Result<Vec<Vec<u8>>, ServiceError> {
@@ -373,41 +355,6 @@ async fn outage_with_local_buffer_backfills_every_datapoint_exactly_once() {
     assert_eq!(sum, (0..700).sum::<i32>() as f64, "and with its own value");
     assert_eq!(info(&cw, "datapoints_ingested"), "700");
     let _ = std::fs::remove_dir_all(test_dir("backfill"));
-}
-
-#[tokio::test]
-async fn a_buffered_datapoint_kinesis_refuses_for_good_is_dropped_and_the_rest_backfilled() {
-    let (cw, kinesis) = service("refused", true);
-    kinesis.set_down(true);
-    cw.put_metric_data(put_req("Good", &[(0, 1.0), (0, 2.0)]))
-        .await
-        .expect("buffered");
-    cw.put_metric_data(put_req("Poison", &[(0, 3.0)]))
-        .await
-        .expect("buffered");
-    cw.put_metric_data(put_req("Good", &[(0, 4.0)]))
-        .await
-        .expect("buffered");
-    assert_eq!(info(&cw, "buffered_datapoints"), "4");
-    *kinesis.poison.lock() = Some(b"Poison".to_vec());
-    kinesis.set_down(false);
-    // One round: the good ones go in, the refused one leaves the store.
-    assert_eq!(cw.backfill_once().await.ok(), Some(3));
-    assert_eq!(info(&cw, "buffered_datapoints"), "0");
-    assert_eq!(info(&cw, "dropped_records"), "1");
-    assert_eq!(info(&cw, "backfilled_datapoints"), "3");
-    assert_eq!(cw.ingest_once().await.ok(), Some(3));
-    assert_eq!(get(&cw, "Good").len(), 3);
-    // A customer's own datapoint refused for good is the customer's error.
-    let e = cw
-        .put_metric_data(put_req("Poison", &[(0, 5.0)]))
-        .await
-        .expect_err("refused for good");
-    assert!(
-        matches!(&e, ServiceError::InvalidArgument(m) if m.starts_with("metric_data[0]")),
-        "{e:?}"
-    );
-    let _ = std::fs::remove_dir_all(test_dir("refused"));
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cascade_core::ServiceError;
 use cascade_core::deps::RecentFailure;
-use cascade_core::kinesis::{KinesisProducer, PutOutcome};
+use cascade_core::kinesis::KinesisProducer;
 use cascade_core::ticker::Ticker;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -120,9 +120,6 @@ pub struct BufferStats {
     pub flushed_records: u64,
     /// PutRecords calls that failed.
     pub flush_failures: u64,
-    /// Records Kinesis refused for good (e.g. over 1 MiB), dropped so they
-    /// cannot block the buffer.
-    pub dropped_records: u64,
     /// The last flush error ("" after a success).
     pub last_flush_error: String,
 }
@@ -146,8 +143,6 @@ pub struct AccessLogBuffer {
     flushed: AtomicU64,
     /// Failed PutRecords calls.
     flush_failures: AtomicU64,
-    /// Records Kinesis refused for good, dropped.
-    dropped: AtomicU64,
     /// The last failed flush and when, for the cause chain of blocked handlers.
     recent_failure: RecentFailure,
 }
@@ -186,7 +181,6 @@ impl AccessLogBuffer {
             shed: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_failures: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
             recent_failure: RecentFailure::new(),
         }
     }
@@ -259,7 +253,6 @@ impl AccessLogBuffer {
             shed_records: self.shed.load(Ordering::Relaxed),
             flushed_records: self.flushed.load(Ordering::Relaxed),
             flush_failures: self.flush_failures.load(Ordering::Relaxed),
-            dropped_records: self.dropped.load(Ordering::Relaxed),
             last_flush_error: s.last_flush_error.clone(),
         }
     }
@@ -272,9 +265,7 @@ impl AccessLogBuffer {
 
     /// Puts up to `max_records` of the oldest records with one call to `sink`.
     /// They leave the buffer only if the put succeeded; on failure they stay
-    /// for the next attempt. Records Kinesis refused for good leave too
-    /// (counted in `dropped_records`, logged once per batch): retrying them
-    /// would block the buffer forever. Returns how many records left the buffer.
+    /// for the next attempt. Returns how many records were flushed.
     pub async fn flush_once<S: AccessLogSink>(
         &self,
         sink: &S,
@@ -294,13 +285,7 @@ impl AccessLogBuffer {
         }
         let n = batch.len();
         match sink.put_records(batch).await {
-            Ok(outcome) => {
-                let dropped = outcome.refused.len();
-                if let Some((_, why)) = outcome.refused.first() {
-                    self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-                    tracing::warn!(dropped, batch = n, first = %why,
-                        "Kinesis refused access records for good; dropped");
-                }
+            Ok(()) => {
                 {
                     let mut s = self.lock();
                     // Appends only push at the back and only this (serialised)
@@ -309,8 +294,7 @@ impl AccessLogBuffer {
                     s.bytes -= removed;
                     s.last_flush_error.clear();
                 }
-                self.flushed
-                    .fetch_add((n - dropped) as u64, Ordering::Relaxed);
+                self.flushed.fetch_add(n as u64, Ordering::Relaxed);
                 self.space.notify_waiters();
                 Ok(n)
             }
@@ -326,12 +310,11 @@ impl AccessLogBuffer {
 
 /// Where flushed records go: Kinesis in the service, a fake in tests.
 pub trait AccessLogSink: Send + Sync + 'static {
-    /// Puts a batch of (partition key, data); any error keeps the whole
-    /// batch. `Ok` lists the records refused for good (the rest went in).
+    /// Puts a batch of (partition key, data); any error keeps the whole batch.
     fn put_records(
         &self,
         records: Vec<(String, Vec<u8>)>,
-    ) -> impl Future<Output = Result<PutOutcome, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
 /// The real sink: one Kinesis stream, through the front-end fleet.
@@ -344,13 +327,8 @@ pub struct KinesisSink {
 }
 
 impl AccessLogSink for KinesisSink {
-    async fn put_records(
-        &self,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<PutOutcome, ServiceError> {
-        self.producer
-            .put_records_or_refuse(&self.stream, records)
-            .await
+    async fn put_records(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
+        self.producer.put_records(&self.stream, records).await
     }
 }
 
@@ -419,25 +397,13 @@ mod tests {
     }
 
     impl AccessLogSink for Arc<FakeSink> {
-        async fn put_records(
-            &self,
-            records: Vec<(String, Vec<u8>)>,
-        ) -> Result<PutOutcome, ServiceError> {
+        async fn put_records(&self, records: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
             if self.down.load(Ordering::Relaxed) {
                 return Err(ServiceError::unavailable("fake Kinesis is down"));
             }
-            // As Kinesis: a record over 1 MiB is refused for good.
-            let mut out = PutOutcome::default();
             let mut a = self.accepted.lock();
-            for (i, (_, d)) in records.into_iter().enumerate() {
-                if d.len() > cascade_core::keyspace::MAX_RECORD_BYTES {
-                    out.refused
-                        .push((i, "InvalidArgument: data: over 1 MiB".into()));
-                } else {
-                    a.push(d);
-                }
-            }
-            Ok(out)
+            a.extend(records.into_iter().map(|(_, d)| d));
+            Ok(())
         }
     }
 
@@ -468,36 +434,6 @@ mod tests {
         }
         assert_eq!(buffer.stats().bytes, 4000);
         buffer
-    }
-
-    #[tokio::test]
-    async fn a_record_kinesis_refuses_for_good_is_dropped_not_retried_forever() {
-        // Room for a record Kinesis will never take, and one it will.
-        let buffer = Arc::new(AccessLogBuffer::new(4 << 20, Mode::Bug));
-        let huge = vec![b'x'; cascade_core::keyspace::MAX_RECORD_BYTES + 1];
-        assert_eq!(buffer.append("big".into(), huge).await, Appended::Buffered);
-        let (k, d) = record(1);
-        assert_eq!(buffer.append(k, d).await, Appended::Buffered);
-        let sink = Arc::new(FakeSink::default());
-
-        // Kinesis unavailable: a failure worth retrying keeps everything.
-        sink.down.store(true, Ordering::Relaxed);
-        assert!(buffer.flush_once(&sink, 10).await.is_err());
-        assert_eq!(
-            (buffer.stats().records, buffer.stats().dropped_records),
-            (2, 0)
-        );
-
-        // Back: the good record goes in, the refused one is dropped and counted.
-        sink.down.store(false, Ordering::Relaxed);
-        assert_eq!(buffer.flush_once(&sink, 10).await.ok(), Some(2));
-        let s = buffer.stats();
-        assert_eq!(
-            (s.records, s.bytes, s.dropped_records, s.flushed_records),
-            (0, 0, 1, 1),
-            "{s:?}"
-        );
-        assert_eq!(sink.accepted.lock().len(), 1);
     }
 
     #[tokio::test]

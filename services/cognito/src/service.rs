@@ -317,7 +317,6 @@ impl StatusSource for CognitoService {
         put("shed_records", b.shed_records.to_string());
         put("flushed_records", b.flushed_records.to_string());
         put("flush_failures", b.flush_failures.to_string());
-        put("dropped_records", b.dropped_records.to_string());
         put("last_flush_error", b.last_flush_error);
         put(
             "sign_ins",
@@ -399,11 +398,8 @@ mod tests {
     struct OkSink;
 
     impl AccessLogSink for OkSink {
-        async fn put_records(
-            &self,
-            _: Vec<(String, Vec<u8>)>,
-        ) -> Result<cascade_core::kinesis::PutOutcome, ServiceError> {
-            Ok(Default::default())
+        async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
+            Ok(())
         }
     }
 
@@ -411,10 +407,7 @@ mod tests {
     struct DownSink;
 
     impl AccessLogSink for DownSink {
-        async fn put_records(
-            &self,
-            _: Vec<(String, Vec<u8>)>,
-        ) -> Result<cascade_core::kinesis::PutOutcome, ServiceError> {
+        async fn put_records(&self, _: Vec<(String, Vec<u8>)>) -> Result<(), ServiceError> {
             Err(Upstream::Kinesis.error(
                 "PutRecords",
                 Status::unavailable("shard map unusable (test double)"),

@@ -141,9 +141,7 @@ impl KinesisProducer {
     }
 
     /// Puts records (partition key, data) with one PutRecords call. Any
-    /// failed entry fails the whole call, so the caller keeps the batch; an
-    /// entry Kinesis refused for good (see [`refused_for_good`]) keeps its
-    /// code, so a caller can tell it from an outage.
+    /// failed entry fails the whole call, so the caller keeps the batch.
     pub async fn put_records(
         &self,
         stream: &str,
@@ -152,81 +150,7 @@ impl KinesisProducer {
         if records.is_empty() {
             return Ok(());
         }
-        let resp = self.put_call(stream, records).await?;
-        if resp.failed_record_count > 0 {
-            let first = resp.records.iter().find(|r| !r.error_code.is_empty());
-            let detail = first
-                .map(|r| format!("{}: {}", r.error_code, r.error_message))
-                .unwrap_or_default();
-            let message = format!(
-                "Kinesis PutRecords: {} of the records failed ({detail})",
-                resp.failed_record_count
-            );
-            let all_for_good = resp
-                .records
-                .iter()
-                .filter(|r| !r.error_code.is_empty())
-                .all(|r| record_refused_for_good(&r.error_code));
-            return Err(if all_for_good {
-                ServiceError::invalid(message)
-            } else {
-                ServiceError::unavailable(message)
-            });
-        }
-        Ok(())
-    }
-
-    /// Puts records like [`put_records`](Self::put_records), but tells the
-    /// records Kinesis refuses for good (bad input, e.g. over 1 MiB: see
-    /// [`refused_for_good`]) from an outage: `Ok` means every record was
-    /// accepted except those in [`PutOutcome::refused`], which retrying can
-    /// never get in and the caller drops; `Err` means a failure worth
-    /// retrying (throttling, unavailable), and the caller keeps the whole
-    /// batch. A call refused for good as a whole (which record is at fault
-    /// is then unknown) is retried one record per call, once, so only the
-    /// bad records are refused.
-    pub async fn put_records_or_refuse(
-        &self,
-        stream: &str,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<PutOutcome, ServiceError> {
-        if records.is_empty() {
-            return Ok(PutOutcome::default());
-        }
-        let n = records.len();
-        match self.put_call(stream, records.clone()).await {
-            Ok(resp) => outcome_of(&resp),
-            Err(e) if error_refused_for_good(&e) && n == 1 => Ok(PutOutcome {
-                refused: vec![(0, e.message().to_owned())],
-            }),
-            Err(e) if error_refused_for_good(&e) => {
-                let mut out = PutOutcome::default();
-                for (i, r) in records.into_iter().enumerate() {
-                    match self.put_call(stream, vec![r]).await {
-                        Ok(resp) => {
-                            let one = outcome_of(&resp)?;
-                            out.refused
-                                .extend(one.refused.into_iter().map(|(_, why)| (i, why)));
-                        }
-                        Err(e) if error_refused_for_good(&e) => {
-                            out.refused.push((i, e.message().to_owned()));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(out)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// One PutRecords call; a failed call is named as Kinesis's, code kept.
-    async fn put_call(
-        &self,
-        stream: &str,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Result<pb::PutRecordsResponse, ServiceError> {
-        Ok(self
+        let resp = self
             .client()
             .await?
             .put_records(pb::PutRecordsRequest {
@@ -242,65 +166,20 @@ impl KinesisProducer {
             })
             .await
             .map_err(|s| Kinesis.error("PutRecords", s))?
-            .into_inner())
-    }
-}
-
-/// How Kinesis answered a PutRecords whose other records all went in.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PutOutcome {
-    /// Records Kinesis refused for good: (index in the batch, why).
-    pub refused: Vec<(usize, String)>,
-}
-
-/// Whether Kinesis refusing a record (or a call) with `code` is for good:
-/// the input itself is wrong (a record over 1 MiB, a bad partition key, a
-/// message over the transport's limit), so the same record will be refused
-/// every time. Throttling, unavailability and deadlines are not: they pass.
-pub fn refused_for_good(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::InvalidArgument | tonic::Code::OutOfRange)
-}
-
-/// [`refused_for_good`] for a PutRecords entry's `error_code` (the code's
-/// Debug name, e.g. "InvalidArgument", as the front-ends write it).
-fn record_refused_for_good(error_code: &str) -> bool {
-    matches!(error_code, "InvalidArgument" | "OutOfRange")
-}
-
-/// [`refused_for_good`] for an error a call to Kinesis returned.
-pub fn error_refused_for_good(e: &ServiceError) -> bool {
-    match e {
-        ServiceError::InvalidArgument(_) => true,
-        ServiceError::Upstream(s) => refused_for_good(s.code()),
-        _ => false,
-    }
-}
-
-/// The outcome of a PutRecords answer: `Err` if any record failed in a way
-/// worth retrying, else the records refused for good.
-fn outcome_of(resp: &pb::PutRecordsResponse) -> Result<PutOutcome, ServiceError> {
-    if resp.failed_record_count == 0 {
-        return Ok(PutOutcome::default());
-    }
-    let mut out = PutOutcome::default();
-    let mut retry = None;
-    for (i, r) in resp.records.iter().enumerate() {
-        if r.error_code.is_empty() {
-            continue;
+            .into_inner();
+        if resp.failed_record_count > 0 {
+            let first = resp
+                .records
+                .iter()
+                .find(|r| !r.error_code.is_empty())
+                .map(|r| format!("{}: {}", r.error_code, r.error_message))
+                .unwrap_or_default();
+            return Err(ServiceError::unavailable(format!(
+                "Kinesis PutRecords: {} of the records failed ({first})",
+                resp.failed_record_count
+            )));
         }
-        if record_refused_for_good(&r.error_code) {
-            out.refused
-                .push((i, format!("{}: {}", r.error_code, r.error_message)));
-        } else {
-            retry.get_or_insert_with(|| format!("{}: {}", r.error_code, r.error_message));
-        }
-    }
-    match retry {
-        Some(first) => Err(ServiceError::unavailable(format!(
-            "Kinesis PutRecords: {} of the records failed ({first})",
-            resp.failed_record_count
-        ))),
-        None => Ok(out),
+        Ok(())
     }
 }
 
@@ -315,8 +194,6 @@ pub struct StreamReader {
     shards: Vec<String>,
     /// shard id -> next iterator.
     iterators: BTreeMap<String, String>,
-    /// shard id -> how far behind the newest record the last read left it (ms).
-    behind_ms: BTreeMap<String, i64>,
 }
 
 impl StreamReader {
@@ -327,18 +204,7 @@ impl StreamReader {
             from_start,
             shards: Vec::new(),
             iterators: BTreeMap::new(),
-            behind_ms: BTreeMap::new(),
         }
-    }
-
-    /// Whether the last read of every shard reached its newest record (the
-    /// whole stream, from where this reader started, has been read).
-    pub fn caught_up(&self) -> bool {
-        !self.shards.is_empty()
-            && self
-                .shards
-                .iter()
-                .all(|s| self.behind_ms.get(s) == Some(&0))
     }
 
     /// Reads whatever is new on every shard (at most `limit` per shard).
@@ -406,8 +272,6 @@ impl StreamReader {
             };
             match step.await {
                 Ok(resp) => {
-                    self.behind_ms
-                        .insert(shard.clone(), resp.millis_behind_latest);
                     self.iterators
                         .insert(shard.clone(), resp.next_shard_iterator);
                     out.extend(resp.records);
@@ -438,46 +302,5 @@ impl TimeArgs {
     /// Wall time of `incident_secs` incident seconds.
     pub fn wall(&self, incident_secs: f64) -> Duration {
         Duration::from_secs_f64(incident_secs / self.time_scale)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(code: &str) -> pb::PutRecordsResult {
-        pb::PutRecordsResult {
-            error_code: code.into(),
-            error_message: if code.is_empty() { "" } else { "why" }.into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn only_records_refused_for_good_are_listed_and_any_other_failure_keeps_the_batch() {
-        let resp = |codes: &[&str]| pb::PutRecordsResponse {
-            failed_record_count: codes.iter().filter(|c| !c.is_empty()).count() as u32,
-            records: codes.iter().map(|c| result(c)).collect(),
-        };
-        assert_eq!(
-            outcome_of(&resp(&["", ""])).ok(),
-            Some(PutOutcome::default())
-        );
-        let out = outcome_of(&resp(&["", "InvalidArgument", "OutOfRange"])).expect("ok");
-        assert_eq!(
-            out.refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
-        let e = outcome_of(&resp(&["InvalidArgument", "ResourceExhausted"]))
-            .expect_err("throttling is retried");
-        assert!(matches!(e, ServiceError::Unavailable(_)), "{e:?}");
-        assert!(refused_for_good(tonic::Code::InvalidArgument));
-        assert!(!refused_for_good(tonic::Code::Unavailable));
-        assert!(!refused_for_good(tonic::Code::ResourceExhausted));
-        assert!(error_refused_for_good(&Kinesis.error(
-            "PutRecords",
-            tonic::Status::invalid_argument("data: over 1 MiB")
-        )));
-        assert!(!error_refused_for_good(&ServiceError::unavailable("down")));
     }
 }

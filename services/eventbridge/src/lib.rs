@@ -5,7 +5,6 @@
 //! status's `cause` names Kinesis while that is happening.
 
 pub mod dispatch;
-pub mod journal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +29,6 @@ use tonic::{Request, Response, Status};
 
 /// Most entries one PutEvents may carry (as AWS).
 pub const MAX_ENTRIES: usize = 10;
-/// Largest detail one entry may carry (as AWS's 256 KiB entry limit), so
-/// no accepted event is too big for the bus.
-pub const MAX_DETAIL_BYTES: usize = 256 * 1024;
 /// Deadline of one `EventTarget.Deliver` call.
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Shards of the bus stream.
@@ -72,12 +68,6 @@ pub struct EventBridgeConfig {
     #[arg(long = "rule", value_name = "NAME:SOURCE:DETAIL_TYPE:TARGET", env = "CASCADE_EVENTBRIDGE_RULES",
           value_delimiter = ',', default_value = DEFAULT_RULE, value_parser = parse_rule)]
     pub rules: Vec<RuleArg>,
-    /// Directory of this instance's durable state (created if missing): the
-    /// rules PutRule created and the backlog of accepted, undelivered events,
-    /// journaled so a restart loses and repeats nothing. Without it the
-    /// state lives in memory only, and a restart loses it.
-    #[arg(long, env = "CASCADE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// The rule installed unless `--rule` says otherwise: customer events to Lambda.
@@ -187,24 +177,10 @@ impl Bus {
     pub fn new(config: EventBridgeConfig) -> anyhow::Result<Self> {
         let kinesis = KinesisProducer::new(config.kinesis.clone())
             .with_context(|| format!("--kinesis-backend {:?}", config.kinesis.kinesis_backend))?;
-        let dispatcher = match &config.data_dir {
-            Some(dir) => Dispatcher::open(dir).with_context(|| {
-                format!(
-                    "--data-dir {}: cannot open the event journal",
-                    dir.display()
-                )
-            })?,
-            None => {
-                tracing::warn!(
-                    "no --data-dir: rules and the event backlog live in memory only; a restart loses them"
-                );
-                Dispatcher::default()
-            }
-        };
         let bus = Self {
             config,
             kinesis,
-            dispatcher,
+            dispatcher: Dispatcher::default(),
             put_errors: AtomicU64::new(0),
             events_put: AtomicU64::new(0),
             poll_errors: AtomicU64::new(0),
@@ -270,12 +246,6 @@ pub fn validate_entries(entries: &[pb::EventEntry]) -> Result<(), ServiceError> 
                 "entries[{i}].detail_type: must not be empty (e.g. \"ECS Task Workflow\")"
             )));
         }
-        if e.detail.len() > MAX_DETAIL_BYTES {
-            return Err(ServiceError::invalid(format!(
-                "entries[{i}].detail: {} bytes, at most {MAX_DETAIL_BYTES} (256 KiB) allowed",
-                e.detail.len()
-            )));
-        }
         if let Err(err) = serde_json::from_str::<serde_json::Value>(&e.detail) {
             return Err(ServiceError::invalid(format!(
                 "entries[{i}].detail: must be valid JSON text ({err})"
@@ -290,12 +260,14 @@ fn event_id() -> String {
     cascade_core::random_uuid()
 }
 
-impl Api {
-    /// PutEvents once validated: journal, put on the bus, answer.
-    async fn accept_and_put(
+#[tonic::async_trait]
+impl EventBridge for Api {
+    async fn put_events(
         &self,
-        entries: Vec<pb::EventEntry>,
+        req: Request<pb::PutEventsRequest>,
     ) -> Result<Response<pb::PutEventsResponse>, Status> {
+        let entries = req.into_inner().entries;
+        validate_entries(&entries)?;
         let put_at_ms = now_ms();
         let events: Vec<BusEvent> = entries
             .into_iter()
@@ -316,26 +288,11 @@ impl Api {
             // are read (and delivered) in the order they were put.
             records.push((e.source.clone(), bytes));
         }
-        // Journaled (and synced) before the bus put, so the dispatcher knows
-        // every event it reads back and a restart still delivers it.
-        let journaled = self.dispatcher.accept(&events);
-        let synced = match journaled {
-            Ok(file) => dispatch::sync(file).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = synced {
-            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-            self.dispatcher.withdraw(&ids);
-            tracing::warn!(error = %e, "event journal: cannot journal accepted events; PutEvents refused");
-            return Err(ServiceError::unavailable(format!("event journal: {e}")).into());
-        }
         if let Err(e) = self
             .kinesis
             .put_records(&self.config.bus_stream, records)
             .await
         {
-            let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-            self.dispatcher.withdraw(&ids);
             self.put_errors.fetch_add(1, Ordering::Relaxed);
             // The producer's message names Kinesis and the call that failed.
             let message = format!("event bus {:?}: {}", self.config.bus_stream, e.message());
@@ -355,24 +312,6 @@ impl Api {
                 .collect(),
         }))
     }
-}
-
-#[tonic::async_trait]
-impl EventBridge for Api {
-    async fn put_events(
-        &self,
-        req: Request<pb::PutEventsRequest>,
-    ) -> Result<Response<pb::PutEventsResponse>, Status> {
-        let entries = req.into_inner().entries;
-        validate_entries(&entries)?;
-        // The rest runs to its end even if the caller goes away (its
-        // deadline): an event journaled is then either put on the bus or
-        // withdrawn, never left in the backlog half-accepted.
-        let api = self.clone();
-        tokio::spawn(async move { api.accept_and_put(entries).await })
-            .await
-            .map_err(|e| Status::internal(format!("PutEvents task: {e}")))?
-    }
 
     async fn put_rule(
         &self,
@@ -387,14 +326,8 @@ impl EventBridge for Api {
             ))
             .into());
         }
-        let journaled =
-            self.dispatcher
-                .put_rule_durably(&r.name, &r.source, &r.detail_type, &r.target);
-        let synced = match journaled {
-            Ok(file) => dispatch::sync(file).await,
-            Err(e) => Err(e),
-        };
-        synced.map_err(|e| ServiceError::unavailable(format!("event journal: {e}")))?;
+        self.dispatcher
+            .put_rule(&r.name, &r.source, &r.detail_type, &r.target);
         tracing::info!(rule = %r.name, source = %r.source, detail_type = %r.detail_type, target = %r.target, "rule put");
         Ok(Response::new(pb::PutRuleResponse {}))
     }
@@ -449,20 +382,6 @@ impl StatusSource for Bus {
                 "last_consumed_put_at_ms",
                 s.last_consumed_put_at_ms.to_string(),
             ),
-            ("backlog_events", s.backlog.to_string()),
-            ("events_recovered", s.recovered.to_string()),
-            ("events_skipped", s.skipped.to_string()),
-            ("events_unmatched", s.unmatched.to_string()),
-            ("events_never_put", s.never_put.to_string()),
-            ("journal_lines", s.journal_lines.to_string()),
-            ("journal_errors", s.journal_errors.to_string()),
-            (
-                "data_dir",
-                self.config
-                    .data_dir
-                    .as_ref()
-                    .map_or(String::new(), |d| d.display().to_string()),
-            ),
             ("bus_stream", self.config.bus_stream.clone()),
             (
                 deps::DEPENDS_ON_KEY,
@@ -481,7 +400,6 @@ async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationT
     let mut reader = StreamReader::new(&bus.config.bus_stream, true);
     let mut ticker = Ticker::new(bus.config.dispatch_interval);
     let mut failing_since: Option<Instant> = None;
-    let mut caught_up_once = false;
     while ticker.tick(&token).await {
         match reader.poll(&bus.kinesis, POLL_LIMIT).await {
             Ok(records) => {
@@ -499,12 +417,6 @@ async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationT
                     })
                     .collect();
                 bus.dispatcher.route(events);
-                // The whole bus read once: a journaled event of an earlier
-                // run not found on it was never put there.
-                if !caught_up_once && reader.caught_up() {
-                    caught_up_once = true;
-                    bus.dispatcher.forget_never_put();
-                }
             }
             Err(e) => {
                 bus.poll_errors.fetch_add(1, Ordering::Relaxed);
@@ -518,18 +430,7 @@ async fn dispatch_loop(bus: Arc<Bus>, targets: GrpcTargets, token: CancellationT
                 }
             }
         }
-        bus.dispatcher
-            .deliver_pending_until(&targets, || token.is_cancelled())
-            .await;
-        sync_round(&bus).await;
-    }
-    sync_round(&bus).await;
-}
-
-/// Ends a dispatch round: compaction, then the round's journal lines synced.
-async fn sync_round(bus: &Bus) {
-    if let Err(e) = dispatch::sync(bus.dispatcher.end_round()).await {
-        tracing::warn!(error = %e, "event journal: sync failed");
+        bus.dispatcher.deliver_pending(&targets).await;
     }
 }
 
@@ -571,16 +472,9 @@ pub async fn run(
         );
     }
     serve::set_serving(&health, true).await;
-    let mut dispatcher = tokio::spawn(dispatch_loop(bus.clone(), targets, shutdown.clone()));
+    let dispatcher = tokio::spawn(dispatch_loop(bus.clone(), targets, shutdown.clone()));
     let result = server.await.context("server task")?;
-    // The dispatcher stops between two deliveries and syncs the journal, so
-    // a restart repeats nothing; one stuck in a delivery is cut off.
-    if tokio::time::timeout(DELIVER_TIMEOUT * 2, &mut dispatcher)
-        .await
-        .is_err()
-    {
-        dispatcher.abort();
-    }
+    dispatcher.abort();
     result
 }
 
